@@ -1,0 +1,55 @@
+"""`recmtl train`: Ray Train + torchrec -> checkpoint -> test report -> export, in one MLflow run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from pipelines.evaluate import evaluate
+from pipelines.export import export
+from recmtl.config import Config
+from recmtl.train.launch import absolute_data_root, fit
+from recmtl.train.tracking import resolve_tracking_uri, start_run
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    cfg = absolute_data_root(cfg)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    tracking_uri = resolve_tracking_uri(cfg)
+    run_id = start_run(cfg, run_name=run_dir.name)
+    t0 = time.perf_counter()
+    try:
+        checkpoint = fit(cfg, run_dir, tracking_uri, run_id)
+        train_s = time.perf_counter() - t0
+        (run_dir / "checkpoint").write_text(str(checkpoint))
+        report = evaluate(cfg, checkpoint, run_dir)
+        exported = export(cfg, checkpoint, run_dir / "export")
+        mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
+                            if v["auc"] is not None} | {"train_seconds": train_s})
+        mlflow.log_artifact(str(run_dir / "report.json"))
+        mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
+    summary = {"run_id": run_id, "tracking_uri": tracking_uri, "run_dir": str(run_dir),
+               "checkpoint": str(checkpoint), "report": str(run_dir / "report.json"),
+               "export": str(run_dir / "export"), "train_seconds": round(train_s, 1),
+               "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def latest_checkpoint(cfg: Config) -> Path:
+    """The checkpoint of the newest run of this config under ``output_dir``."""
+    runs = sorted(Path(cfg.output_dir).glob(f"{cfg.name}-*/checkpoint"))
+    if not runs:
+        raise FileNotFoundError(f"no trained run of {cfg.name!r} under {cfg.output_dir}; "
+                                "pass --checkpoint or run `recmtl train` first")
+    return Path(runs[-1].read_text().strip())

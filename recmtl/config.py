@@ -1,0 +1,299 @@
+"""Typed, frozen run configuration loaded from YAML, validated before any compute.
+
+Every YAML file maps onto the dataclasses below. Unknown keys, wrong types and broken
+cross-references are errors that name the key and the file. Command-line overrides use dotted
+keys (``train.epochs=2``) and are parsed as YAML scalars.
+
+Example:
+    >>> cfg = load_config("configs/demo.yaml", ["train.epochs=2"])
+    >>> cfg.train.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and the source."""
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """One embedding table; several sparse features may share it."""
+
+    name: str
+    num_embeddings: int
+    dim: int
+    pooling: str = "sum"  # sum | mean
+
+
+@dataclass(frozen=True)
+class SparseFeatureConfig:
+    """A sparse id column. ``multi_valued`` columns are Parquet lists of ids."""
+
+    name: str
+    table: str
+    multi_valued: bool = False
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    tables: tuple[TableConfig, ...]
+    sparse: tuple[SparseFeatureConfig, ...]
+    dense: tuple[str, ...]
+    group: str | None = None  # column used as GAUC group (user id)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One prediction task.
+
+    ``space``: a label column that must be 1 for a row to belong to this task's sample space
+    (CVR lives on clicked rows). ``product_of``: entire-space composition, the task's
+    probability is the product of those tasks' probabilities (ESMM: ctcvr = ctr x cvr).
+    ``oracle``: a column with the true probability, when the data carries one.
+    """
+
+    name: str
+    label: str
+    loss_weight: float = 1.0
+    space: str | None = None
+    product_of: tuple[str, ...] = ()
+    oracle: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "mmoe"
+    interaction: str = "dot"  # dot (pairwise dot products of pooled embeddings) | none
+    num_experts: int = 4
+    expert_layers: tuple[int, ...] = (128, 64)
+    tower_layers: tuple[int, ...] = (64,)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/demo"  # local path or any pyarrow filesystem URI; holds train/ valid/ test/
+    batch_size: int = 4096  # global batch: each of W workers takes batch_size / W rows a step
+    eval_batch_size: int = 16384
+    shuffle: bool = True
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of the embedded synthetic impression -> click -> conversion feature store."""
+
+    train_rows: int = 2_000_000
+    valid_rows: int = 100_000
+    test_rows: int = 100_000
+    rows_per_file: int = 250_000
+    row_group_size: int = 32_768
+    num_users: int = 100_000
+    num_items: int = 50_000
+    num_categories: int = 200
+    num_segments: int = 64
+    latent_dim: int = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    num_workers: int = 2
+    epochs: int = 1
+    device: str = "cpu"  # cpu | cuda: the same code path, gloo or NCCL picked from it
+    dense_lr: float = 0.01
+    sparse_optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd
+    sparse_lr: float = 0.1
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in output_dir
+    experiment: str = "recmtl"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    parity_rows: int = 4096
+    parity_atol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    features: FeaturesConfig
+    tasks: tuple[TaskConfig, ...]
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def task(self, name: str) -> TaskConfig:
+        return next(t for t in self.tasks if t.name == name)
+
+    def base_tasks(self) -> list[str]:
+        """Tasks with their own tower (not composed from others), in config order."""
+        return [t.name for t in self.tasks if not t.product_of]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+ARCHITECTURES = ("mmoe",)
+INTERACTIONS = ("dot", "none")
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
+POOLINGS = ("sum", "mean")
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads a YAML file, applies ``dotted.key=value`` overrides and validates the result."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        _apply_override(raw, item, path)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    cfg = _build(Config, raw, "", source)
+    _check(cfg, source)
+    return cfg
+
+
+def _apply_override(raw: dict[str, Any], item: str, source: Path) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected dotted.key=value")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section in {source}")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _build(tp: Any, value: Any, key: str, source: str) -> Any:
+    where = f"{source}: key {key or '<root>'!r}"
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        kwargs = {}
+        for name, f in fields.items():
+            sub = f"{key}.{name}" if key else name
+            if name in value:
+                kwargs[name] = _build(hints[name], value[name], sub, source)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: key {sub!r} is required")
+        return tp(**kwargs)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _build(inner, value, key, source)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (inner, _) = typing.get_args(tp)
+        return tuple(_build(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML reads 1e-3 (no dot) as a string
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+
+
+def _check(cfg: Config, source: str) -> None:
+    def fail(msg: str) -> None:
+        raise ConfigError(f"{source}: {msg}")
+
+    tables = {t.name: t for t in cfg.features.tables}
+    if len(tables) != len(cfg.features.tables):
+        fail("features.tables: duplicate table name")
+    for t in cfg.features.tables:
+        if t.num_embeddings <= 0 or t.dim <= 0:
+            fail(f"features.tables.{t.name}: num_embeddings and dim must be positive")
+        if t.pooling not in POOLINGS:
+            fail(f"features.tables.{t.name}.pooling: {t.pooling!r} not in {POOLINGS}")
+    names = [f.name for f in cfg.features.sparse]
+    if len(set(names)) != len(names):
+        fail("features.sparse: duplicate feature name")
+    for f in cfg.features.sparse:
+        if f.table not in tables:
+            fail(f"features.sparse.{f.name}.table: unknown table {f.table!r}")
+    if not cfg.features.sparse:
+        fail("features.sparse: at least one sparse feature is required")
+    seen: set[str] = set()
+    for t in cfg.tasks:
+        if t.name in seen:
+            fail(f"tasks: duplicate task {t.name!r}")
+        if t.loss_weight < 0:
+            fail(f"tasks.{t.name}.loss_weight: must be >= 0")
+        for part in t.product_of:
+            if part not in seen:
+                fail(f"tasks.{t.name}.product_of: {part!r} must be a task defined before it")
+        seen.add(t.name)
+    if not cfg.base_tasks():
+        fail("tasks: at least one task must have its own tower")
+    if cfg.model.arch not in ARCHITECTURES:
+        fail(f"model.arch: {cfg.model.arch!r} not in {ARCHITECTURES}")
+    if cfg.model.interaction not in INTERACTIONS:
+        fail(f"model.interaction: {cfg.model.interaction!r} not in {INTERACTIONS}")
+    if cfg.model.interaction == "dot" and len({tables[f.table].dim for f in cfg.features.sparse}) > 1:
+        fail("model.interaction: dot needs every sparse feature's table to have the same dim")
+    if cfg.train.sparse_optimizer not in SPARSE_OPTIMIZERS:
+        fail(f"train.sparse_optimizer: {cfg.train.sparse_optimizer!r} not in {SPARSE_OPTIMIZERS}")
+    if cfg.train.device not in ("cpu", "cuda"):
+        fail(f"train.device: {cfg.train.device!r} not in ('cpu', 'cuda')")
+    if cfg.train.num_workers < 1 or cfg.train.epochs < 1 or cfg.data.batch_size < 1:
+        fail("train.num_workers, train.epochs and data.batch_size must be >= 1")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept as strings (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

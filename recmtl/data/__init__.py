@@ -1,0 +1,1 @@
+"""Parquet fragments -> ``Batch`` (KeyedJaggedTensor + dense + labels + group ids)."""

@@ -1,0 +1,1 @@
+"""Unsharded model -> serving bundle (torch.export dense part, safetensors tables, manifest)."""

@@ -1,0 +1,1 @@
+"""Offline metrics: exact AUC, logloss."""

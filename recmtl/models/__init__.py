@@ -1,0 +1,1 @@
+"""Builders: the only place configuration becomes ``nn.Module``s."""

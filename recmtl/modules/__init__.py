@@ -1,0 +1,1 @@
+"""Plain tensor modules: experts, gates, MMoE, towers. No config, Ray or MLflow here."""

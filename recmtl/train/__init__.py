@@ -1,0 +1,1 @@
+"""Ray Train worker loop, torchrec sharding, checkpoints, MLflow (side effects live here)."""

@@ -1,0 +1,54 @@
+"""Driver side of training: starts (or joins) Ray and runs the worker loop on N workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from recmtl.config import Config
+from recmtl.train.worker import train_worker
+
+
+def absolute_data_root(cfg: Config) -> Config:
+    """Workers may run elsewhere; a local data root is made absolute before it travels."""
+    if "://" in cfg.data.root:
+        return cfg
+    data = dataclasses.replace(cfg.data, root=os.path.abspath(cfg.data.root))
+    return dataclasses.replace(cfg, data=data)
+
+
+def ensure_ray(num_workers: int) -> None:
+    """Joins ``$RAY_ADDRESS`` when set, else starts a local Ray with enough CPU slots."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, num_workers + 1), include_dashboard=False,
+                 configure_logging=False)
+
+
+def fit(cfg: Config, run_dir: Path, tracking_uri: str, run_id: str) -> Path:
+    """Trains on Ray Train; returns the directory of the last (sharded) checkpoint."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    ensure_ray(cfg.train.num_workers)
+    use_gpu = cfg.train.device == "cuda"
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.to_dict(), "tracking_uri": tracking_uri,
+                           "run_id": run_id},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
+    return Path(result.checkpoint.path)
