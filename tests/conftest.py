@@ -1,0 +1,34 @@
+import dataclasses
+import os
+
+import pytest
+
+from pipelines.synthetic import generate
+from recmtl.config import load_config
+
+
+@pytest.fixture(scope="session")
+def smoke_cfg(tmp_path_factory):
+    """configs/smoke.yaml with its tiny feature store generated into a temporary directory."""
+    root = tmp_path_factory.mktemp("smoke_data")
+    cfg = load_config("configs/smoke.yaml", [f"data.root={root}"])
+    generate(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for every integration test (starting it costs ~10 s here)."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(num_cpus=max(os.cpu_count() or 1, 3), include_dashboard=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def with_output(cfg, tmp_path):
+    """The config writing its runs and MLflow store under ``tmp_path``."""
+    mlflow = dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return dataclasses.replace(cfg, output_dir=str(tmp_path / "runs"), mlflow=mlflow)

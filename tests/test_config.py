@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from recmtl.config import ConfigError, flatten, load_config
+
+CONFIGS = sorted(Path("configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p) for p in CONFIGS])
+def test_every_config_file_loads(path):
+    cfg = load_config(path)
+    assert cfg.tasks and cfg.features.sparse
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("configs/demo.yaml", ["train.epochs=3", "data.shuffle=false",
+                                            "train.dense_lr=1e-3", "mlflow.tracking_uri=x"])
+    assert (cfg.train.epochs, cfg.data.shuffle, cfg.train.dense_lr) == (3, False, 1e-3)
+    assert cfg.mlflow.tracking_uri == "x"
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(Path("configs/demo.yaml").read_text() + text)
+    return p
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = _write(tmp_path, "\nbogus_section: 1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*unknown key\(s\) \['bogus_section'\]"):
+        load_config(p)
+
+
+def test_unknown_nested_key_via_override():
+    with pytest.raises(ConfigError, match=r"key 'train'.*unknown key\(s\) \['epochz'\]"):
+        load_config("configs/demo.yaml", ["train.epochz=2"])
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(ConfigError, match=r"key 'train.epochs': expected int, got 'two'"):
+        load_config("configs/demo.yaml", ["train.epochs=two"])
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError, match="train.num_workers"):
+        load_config("configs/demo.yaml", ["train.num_workers=true"])
+
+
+def test_cross_references_are_checked(tmp_path):
+    p = _write(tmp_path, "")
+    text = p.read_text().replace("product_of: [ctr, cvr]", "product_of: [ctr, nope]")
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"tasks.ctcvr.product_of: 'nope'"):
+        load_config(p)
+    text = Path("configs/demo.yaml").read_text().replace("table: slot}", "table: slots}")
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"features.sparse.slot.table: unknown table 'slots'"):
+        load_config(p)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config("configs/demo.yaml", ["train.epochs"])
+
+
+def test_to_dict_round_trips_and_flattens():
+    cfg = load_config("configs/demo.yaml")
+    flat = flatten(cfg.to_dict())
+    assert flat["train.num_workers"] == cfg.train.num_workers
+    assert flat["model.expert_layers"] == list(cfg.model.expert_layers)
