@@ -212,7 +212,7 @@ def _build(tp: Any, value: Any, key: str, source: str) -> Any:
                 kwargs[name] = _build(hints[name], value[name], sub, source)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{source}: key {sub!r} is required")
-        return tp(**kwargs)
+        return tp(**kwargs)  # type: ignore[operator]
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -254,15 +254,15 @@ def _check(cfg: Config, source: str) -> None:
     if not cfg.features.sparse:
         fail("features.sparse: at least one sparse feature is required")
     seen: set[str] = set()
-    for t in cfg.tasks:
-        if t.name in seen:
-            fail(f"tasks: duplicate task {t.name!r}")
-        if t.loss_weight < 0:
-            fail(f"tasks.{t.name}.loss_weight: must be >= 0")
-        for part in t.product_of:
+    for task in cfg.tasks:
+        if task.name in seen:
+            fail(f"tasks: duplicate task {task.name!r}")
+        if task.loss_weight < 0:
+            fail(f"tasks.{task.name}.loss_weight: must be >= 0")
+        for part in task.product_of:
             if part not in seen:
-                fail(f"tasks.{t.name}.product_of: {part!r} must be a task defined before it")
-        seen.add(t.name)
+                fail(f"tasks.{task.name}.product_of: {part!r} must be a task defined before it")
+        seen.add(task.name)
     if not cfg.base_tasks():
         fail("tasks: at least one task must have its own tower")
     if cfg.model.arch not in ARCHITECTURES:

@@ -56,10 +56,10 @@ def build_interaction(cfg: Config) -> nn.Module:
 def build_dense_ranker(cfg: Config) -> DenseRanker:
     tasks = cfg.base_tasks()
     interaction = build_interaction(cfg)
-    width = getattr(interaction, "output_dim", pooled_width(cfg))
-    in_features = width + len(cfg.features.dense)
+    in_features = int(getattr(interaction, "output_dim", pooled_width(cfg))) + len(cfg.features.dense)
     backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, len(tasks))
-    towers = [MLP(backbone.output_dim, cfg.model.tower_layers) for _ in tasks]
+    width = int(backbone.output_dim)  # type: ignore[arg-type]
+    towers = [MLP(width, cfg.model.tower_layers) for _ in tasks]
     return DenseRanker(interaction, backbone, towers, tasks)
 
 

@@ -24,6 +24,8 @@ class DotInteraction(nn.Module):
         self.num_features = num_features
         self.dim = dim
         rows, cols = torch.triu_indices(num_features, num_features, offset=1)
+        self.rows: torch.Tensor
+        self.cols: torch.Tensor
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
         self.output_dim = num_features * dim + len(rows)
