@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--checkpoint", help="default: the newest run of this config")
             p.add_argument("--out", help="output directory (default: beside the checkpoint)")
     args = parser.parse_args(argv)
+    from recmtl.logs import quiet_third_party
+
+    quiet_third_party()
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:

@@ -4,9 +4,13 @@ Schema (``report.json``)::
 
     {"rows": int,
      "tasks": {task: {"auc": float | null, "oracle_auc": float | null, "logloss": float,
+                      "gauc": float | null, "gauc_groups": int, "gauc_excluded_groups": int,
+                      "calibration": float | null, "ece": float,
                       "rows": int, "positives": int, "space": str | null, "label": str}}}
 
 Each task is scored in its own sample space: CVR on clicked rows, CTR and CTCVR on all rows.
+GAUC needs a ``group`` column (``features.group``); without one its fields are null/0.
+``calibration`` is mean(p) / mean(y); ``ece`` uses 10 equal-mass bins.
 ``oracle_auc`` is the AUC of the true probabilities (composed tasks: the product of their
 parts' oracles) when the data carries them, else null.
 """
@@ -19,6 +23,8 @@ import numpy as np
 
 from recmtl.config import TaskConfig
 from recmtl.metrics.auc import auc, logloss
+from recmtl.metrics.calibration import calibration_ratio, ece_equal_mass
+from recmtl.metrics.gauc import gauc
 
 
 def oracle_scores(task: TaskConfig, tasks: tuple[TaskConfig, ...],
@@ -40,6 +46,7 @@ def build_report(tasks: tuple[TaskConfig, ...], cols: dict[str, np.ndarray]) -> 
         y = cols[t.label][keep]
         p = cols[f"pred/{t.name}"][keep]
         oracle = oracle_scores(t, tasks, cols)
+        grouped = gauc(y, p, cols["group"][keep]) if "group" in cols and len(y) else None
         out["tasks"][t.name] = {
             "label": t.label,
             "space": t.space,
@@ -48,6 +55,11 @@ def build_report(tasks: tuple[TaskConfig, ...], cols: dict[str, np.ndarray]) -> 
             "auc": auc(y, p),
             "oracle_auc": None if oracle is None else auc(y, oracle[keep]),
             "logloss": logloss(y, p) if len(y) else None,
+            "gauc": grouped.gauc if grouped else None,
+            "gauc_groups": grouped.groups_used if grouped else 0,
+            "gauc_excluded_groups": grouped.groups_excluded if grouped else 0,
+            "calibration": calibration_ratio(y, p) if len(y) else None,
+            "ece": ece_equal_mass(y, p) if len(y) else None,
         }
     return out
 
@@ -57,9 +69,10 @@ def format_table(report: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.4f}"
 
     lines = [f"{'task':<8} {'space':<8} {'rows':>9} {'pos':>8} {'auc':>7} {'oracle':>7} "
-             f"{'gap':>7} {'logloss':>8}"]
+             f"{'gap':>7} {'gauc':>7} {'logloss':>8} {'p/y':>6} {'ece':>7}"]
     for name, m in report["tasks"].items():
         gap = None if m["auc"] is None or m["oracle_auc"] is None else m["oracle_auc"] - m["auc"]
         lines.append(f"{name:<8} {m['space'] or 'all':<8} {m['rows']:>9,} {m['positives']:>8,} "
-                     f"{f(m['auc']):>7} {f(m['oracle_auc']):>7} {f(gap):>7} {f(m['logloss']):>8}")
+                     f"{f(m['auc']):>7} {f(m['oracle_auc']):>7} {f(gap):>7} {f(m['gauc']):>7} "
+                     f"{f(m['logloss']):>8} {f(m['calibration'])[:6]:>6} {f(m['ece']):>7}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from recmtl.config import Config, config_from_dict
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
+from recmtl.logs import quiet_third_party
 from recmtl.losses import multitask_loss
 from recmtl.metrics.auc import auc
 from recmtl.models.builder import build_model
@@ -51,6 +52,7 @@ def validation_auc(cfg: Config, model: torch.nn.Module, reader: ParquetBatchRead
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
+    quiet_third_party()
     cfg = config_from_dict(loop_config["config"])
     rank, world = dist.get_rank(), dist.get_world_size()
     device = worker_device(cfg)
