@@ -74,11 +74,17 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``arch``: shared_bottom (one MLP of ``expert_layers``), mmoe (``num_experts`` shared
+    experts), ple (``num_levels`` CGC levels, each with ``task_experts`` per task and
+    ``num_experts`` shared experts)."""
+
     arch: str = "mmoe"
     interaction: str = "dot"  # dot (pairwise dot products of pooled embeddings) | none
     num_experts: int = 4
     expert_layers: tuple[int, ...] = (128, 64)
     tower_layers: tuple[int, ...] = (64,)
+    num_levels: int = 2
+    task_experts: int = 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ class Config:
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-ARCHITECTURES = ("mmoe",)
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 INTERACTIONS = ("dot", "none")
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
 POOLINGS = ("sum", "mean")
@@ -170,9 +176,32 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: cannot read YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = _resolve_base(raw, path, seen=(path.resolve(),))
     for item in overrides:
         _apply_override(raw, item, path)
     return config_from_dict(raw, source=str(path))
+
+
+def _resolve_base(raw: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """``base: other.yaml`` (relative to this file): start from that file, then merge this one
+    over it (mappings merge key by key, anything else replaces)."""
+    if "base" not in raw:
+        return raw
+    base_path = (path.parent / str(raw.pop("base"))).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{path}: base {base_path} is included in a cycle")
+    try:
+        base = yaml.safe_load(base_path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read base {base_path}: {e}") from e
+    return _merge(_resolve_base(base, base_path, (*seen, base_path)), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
@@ -267,6 +296,10 @@ def _check(cfg: Config, source: str) -> None:
         fail("tasks: at least one task must have its own tower")
     if cfg.model.arch not in ARCHITECTURES:
         fail(f"model.arch: {cfg.model.arch!r} not in {ARCHITECTURES}")
+    if cfg.model.num_experts < 1 or cfg.model.num_levels < 1 or cfg.model.task_experts < 0:
+        fail("model: num_experts and num_levels must be >= 1, task_experts >= 0")
+    if not cfg.model.expert_layers:
+        fail("model.expert_layers: at least one layer is required")
     if cfg.model.interaction not in INTERACTIONS:
         fail(f"model.interaction: {cfg.model.interaction!r} not in {INTERACTIONS}")
     if cfg.model.interaction == "dot" and len({tables[f.table].dim for f in cfg.features.sparse}) > 1:

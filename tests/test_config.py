@@ -69,3 +69,21 @@ def test_to_dict_round_trips_and_flattens():
     flat = flatten(cfg.to_dict())
     assert flat["train.num_workers"] == cfg.train.num_workers
     assert flat["model.expert_layers"] == list(cfg.model.expert_layers)
+
+
+def test_base_merges_mappings_and_replaces_the_rest(tmp_path):
+    (tmp_path / "a.yaml").write_text(Path("configs/smoke.yaml").read_text())
+    (tmp_path / "b.yaml").write_text(
+        "base: a.yaml\nname: b\nmodel: {arch: ple, expert_layers: [4]}\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    smoke = load_config("configs/smoke.yaml")
+    assert cfg.name == "b" and cfg.model.arch == "ple" and cfg.model.expert_layers == (4,)
+    assert cfg.model.tower_layers == smoke.model.tower_layers  # kept from the base
+    assert cfg.features == smoke.features
+
+
+def test_base_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")

@@ -13,7 +13,9 @@ from recmtl.config import Config, ModelConfig
 from recmtl.modules.interaction import DotInteraction
 from recmtl.modules.mlp import MLP, BatchedExperts
 from recmtl.modules.mmoe import MMoE
+from recmtl.modules.ple import PLE, CGCLevel
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
+from recmtl.modules.shared_bottom import SharedBottom
 
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 
@@ -23,7 +25,27 @@ def _mmoe(model: ModelConfig, in_features: int, num_tasks: int) -> MMoE:
     return MMoE(experts, in_features, num_tasks)
 
 
-BACKBONES: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {"mmoe": _mmoe}
+def _shared_bottom(model: ModelConfig, in_features: int, num_tasks: int) -> SharedBottom:
+    return SharedBottom(MLP(in_features, model.expert_layers), num_tasks)
+
+
+def _ple(model: ModelConfig, in_features: int, num_tasks: int) -> PLE:
+    levels, width = [], in_features
+    for level in range(model.num_levels):
+        task_experts = [BatchedExperts(width, model.expert_layers, model.task_experts)
+                        if model.task_experts else None for _ in range(num_tasks)]
+        shared = BatchedExperts(width, model.expert_layers, model.num_experts)
+        levels.append(CGCLevel(task_experts, shared, width,
+                               with_shared_gate=level < model.num_levels - 1))
+        width = shared.output_dim
+    return PLE(levels, num_tasks)
+
+
+BACKBONES: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
+    "shared_bottom": _shared_bottom,
+    "mmoe": _mmoe,
+    "ple": _ple,
+}
 
 
 def embedding_configs(cfg: Config) -> list[EmbeddingBagConfig]:

@@ -79,3 +79,16 @@ def test_scorer_and_modules_stay_free_of_heavy_imports():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("arch", ["shared_bottom", "mmoe", "ple"])
+def test_every_architecture_exports_with_parity(arch, smoke_cfg, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(smoke_cfg, model=dataclasses.replace(smoke_cfg.model, arch=arch))
+    model = build_model(cfg, seed=3).eval()
+    reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), 200)
+    batch = next(iter(reader.epoch(0)))
+    export_bundle(model, cfg, tmp_path, model.pooled(batch.sparse).detach(), batch.dense)
+    diffs = check_parity(model, BundleScorer(tmp_path), batch, cfg.tasks, atol=1e-5)
+    assert max(diffs.values()) <= 1e-5
