@@ -56,7 +56,7 @@ def check_rows(table: pa.Table, schema: FeatureSchema, where: str, first_row: in
              expected: str) -> None:
         idx = np.flatnonzero(bad)
         first = int(idx[0])
-        shown = "" if values is None else f": {values[first]!r}"
+        shown = "" if values is None else f": {np.asarray(values[first]).item()!r}"
         raise DataError(
             f"{where}, column {col!r}: {len(idx)} value(s) {problem}; expected {expected} "
             f"(first at row {first_row + first} of the row group{shown})"
