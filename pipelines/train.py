@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pyarrow.dataset as ds
 
 from pipelines.evaluate import evaluate
 from pipelines.export import export
 from recmtl.config import Config
+from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.launch import absolute_data_root, fit
 from recmtl.train.tracking import resolve_tracking_uri, start_run
 
@@ -34,13 +36,17 @@ def train(cfg: Config) -> dict[str, Any]:
                             if v["auc"] is not None} | {"train_seconds": train_s})
         mlflow.log_artifact(str(run_dir / "report.json"))
         mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
+        example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
+        model_uri = log_bundle_model(run_dir / "export", example,
+                                     cfg.mlflow.registered_model_name)
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run()
     summary = {"run_id": run_id, "tracking_uri": tracking_uri, "run_dir": str(run_dir),
                "checkpoint": str(checkpoint), "report": str(run_dir / "report.json"),
-               "export": str(run_dir / "export"), "train_seconds": round(train_s, 1),
+               "export": str(run_dir / "export"), "model_uri": model_uri,
+               "train_seconds": round(train_s, 1),
                "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}
     print(json.dumps(summary, indent=2))
     return summary

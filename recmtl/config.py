@@ -127,12 +127,19 @@ class TrainConfig:
 class MlflowConfig:
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in output_dir
     experiment: str = "recmtl"
+    registered_model_name: str | None = None  # register the logged bundle model under it
 
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """What goes into the serving bundle. ``tasks``: the towers to serve (empty: all)."""
+
     parity_rows: int = 4096
     parity_atol: float = 1e-5
+    tasks: tuple[str, ...] = ()
+    onnx: bool = True
+    aot_inductor: bool = False  # compile the dense part ahead of time (~30 s more)
+    parquet_tables: bool = False  # also write each table as Parquet (id, vector) for a KV store
 
 
 @dataclass(frozen=True)
@@ -292,6 +299,9 @@ def _check(cfg: Config, source: str) -> None:
             if part not in seen:
                 fail(f"tasks.{task.name}.product_of: {part!r} must be a task defined before it")
         seen.add(task.name)
+    unknown_exports = sorted(set(cfg.export.tasks) - seen)
+    if unknown_exports:
+        fail(f"export.tasks: unknown task(s) {unknown_exports}")
     if not cfg.base_tasks():
         fail("tasks: at least one task must have its own tower")
     if cfg.model.arch not in ARCHITECTURES:

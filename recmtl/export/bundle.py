@@ -1,24 +1,31 @@
 """Writes a serving bundle from an unsharded model.
 
 Layout of ``DIR``:
-    manifest.json           feature order, tables, pooling, dense columns, tasks, versions, sha256s
+    manifest.json           feature order, tables, pooling, id transforms, dense columns, tasks
+                            and their meaning, outputs, library versions, sha256 of every file
     embeddings.safetensors  one tensor per table, ``[num_embeddings, dim]``
     dense.pt2               ``torch.export`` program: ``pooled [B, P], dense [B, D] -> {task: p}``
                             with a dynamic batch dimension
+    dense.onnx              the same function in ONNX (outputs named after the tasks)
+    dense.aoti.pt2          optional: AOTInductor-compiled package of ``dense.pt2``
+    tables/<table>.parquet  optional: ``id int64, vector list<float32>`` for a key-value store
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import safetensors.torch
 import torch
 from torch import nn
 
 from recmtl.config import Config, TaskConfig
+from recmtl.export.checksum import sha256
 from recmtl.losses import task_probabilities
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
 
@@ -26,15 +33,31 @@ BUNDLE_FORMAT = "recmtl-bundle/1"
 
 
 class ServingDense(nn.Module):
-    """``pooled [B, P], dense [B, D] -> {task: probability [B]}``, composed tasks included."""
+    """``pooled [B, P], dense [B, D] -> {task: probability [B]}`` for the ``outputs`` tasks
+    (composed tasks are computed from their parts even when the parts are not served)."""
 
-    def __init__(self, dense_ranker: DenseRanker, tasks: tuple[TaskConfig, ...]) -> None:
+    def __init__(self, dense_ranker: DenseRanker, tasks: tuple[TaskConfig, ...],
+                 outputs: list[str]) -> None:
         super().__init__()
         self.dense_ranker = dense_ranker
         self.tasks = tasks
+        self.outputs = list(outputs)
 
     def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
-        return task_probabilities(self.dense_ranker(pooled, dense), self.tasks)
+        probs = task_probabilities(self.dense_ranker(pooled, dense), self.tasks)
+        return {name: probs[name] for name in self.outputs}
+
+
+class _TupleOutputs(nn.Module):
+    """ONNX graphs return positional outputs: the served tasks in ``outputs`` order."""
+
+    def __init__(self, serving: ServingDense) -> None:
+        super().__init__()
+        self.serving = serving
+
+    def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.serving(pooled, dense)
+        return tuple(out[name] for name in self.serving.outputs)
 
 
 def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
@@ -43,17 +66,31 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    outputs = list(cfg.export.tasks) or [t.name for t in cfg.tasks]
     tables = {name: bag.weight.detach().contiguous().clone()
               for name, bag in model.embeddings.embedding_bags.items()}
+    files = ["embeddings.safetensors", "dense.pt2"]
     safetensors.torch.save_file(tables, str(out / "embeddings.safetensors"))
 
-    serving = ServingDense(model.dense_ranker, cfg.tasks).eval()
+    serving = ServingDense(model.dense_ranker, cfg.tasks, outputs).eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    program = torch.export.export(
-        serving, (example_pooled, example_dense),
-        dynamic_shapes={"pooled": {0: batch}, "dense": {0: batch}},
-    )
+    shapes = {"pooled": {0: batch}, "dense": {0: batch}}
+    example = (example_pooled, example_dense)
+    program = torch.export.export(serving, example, dynamic_shapes=shapes)
     torch.export.save(program, str(out / "dense.pt2"))
+    if cfg.export.onnx:
+        torch.onnx.export(_TupleOutputs(serving).eval(), example, str(out / "dense.onnx"),
+                          dynamo=True, input_names=["pooled", "dense"], output_names=outputs,
+                          dynamic_shapes=shapes, verbose=False)
+        files.append("dense.onnx")
+    if cfg.export.aot_inductor:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(out / "dense.aoti.pt2"))
+        files.append("dense.aoti.pt2")
+    if cfg.export.parquet_tables:
+        (out / "tables").mkdir(exist_ok=True)
+        for name, weight in tables.items():
+            _write_table_parquet(weight, out / "tables" / f"{name}.parquet")
+            files.append(f"tables/{name}.parquet")
 
     dims = {t.name: t for t in cfg.features.tables}
     features, offset = [], 0
@@ -72,11 +109,20 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
         "dense_features": list(cfg.features.dense),
         "dense_normalisation": None,
         "tasks": [_task_entry(t) for t in cfg.tasks],
+        "outputs": outputs,
         "versions": _versions(),
-        "files": {name: sha256(out / name) for name in ("embeddings.safetensors", "dense.pt2")},
+        "files": {name: sha256(out / name) for name in files},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _write_table_parquet(weight: torch.Tensor, path: Path) -> None:
+    n, dim = weight.shape
+    flat = pa.array(weight.numpy().reshape(-1).astype(np.float32))
+    vectors = pa.FixedSizeListArray.from_arrays(flat, dim)
+    pq.write_table(pa.table({"id": pa.array(np.arange(n, dtype=np.int64)), "vector": vectors}),
+                   path)
 
 
 def _task_entry(t: TaskConfig) -> dict[str, Any]:
@@ -94,17 +140,9 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("recmtl", "torch", "torchrec", "safetensors"):
+    for pkg in ("recmtl", "torch", "torchrec", "safetensors", "onnx", "onnxruntime"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
-            out[pkg] = "unknown"
+            out[pkg] = "not installed"
     return out
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

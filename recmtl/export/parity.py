@@ -26,9 +26,13 @@ def check_parity(model: nn.Module, scorer: BundleScorer, batch: Batch, tasks: tu
     model.eval()
     expected = task_probabilities(model(batch.dense, batch.sparse), tasks)
     actual = scorer.score(kjt_to_csr(batch), batch.dense)
-    diffs = {t: float((actual[t] - expected[t]).abs().max()) for t in expected}
+    if sorted(actual) != sorted(scorer.outputs):
+        raise ParityError(f"bundle {scorer.dir} returned {sorted(actual)}; "
+                          f"its manifest promises {sorted(scorer.outputs)}")
+    diffs = {t: float((actual[t] - expected[t]).abs().max()) for t in actual}
     bad = {t: d for t, d in diffs.items() if not d <= atol}
     if bad:
-        raise ParityError(f"exported bundle {scorer.dir} differs from the trained model by "
+        raise ParityError(f"exported bundle {scorer.dir} ({scorer.backend}) differs from the "
+                          f"trained model by "
                           f"{bad} (max abs, tolerance {atol})")
     return diffs

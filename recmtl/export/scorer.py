@@ -1,42 +1,71 @@
 """Reference scorer for a bundle: raw ids + dense floats -> per-task scores, plain torch only.
 
 No torchrec, no Ray: what an online ranker needs to reproduce. Ids arrive per feature as
-``(values [N], offsets [B + 1])`` (CSR); a single-valued feature has offsets ``0..B``.
+``(values [N], offsets [B + 1])`` (CSR); a single-valued feature has offsets ``0..B``. The
+dense part runs on one of three backends: ``torch`` (the ``torch.export`` program), ``onnx``
+(onnxruntime) or ``aoti`` (the AOTInductor package, when the bundle has one).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from recmtl.export.checksum import sha256
+from recmtl.export.inputs import BundleError, rows_to_inputs
 
-class BundleError(ValueError):
-    """A bundle is incomplete, corrupt, or was given input it cannot score."""
+BACKENDS = ("torch", "onnx", "aoti")
+_FILES = {"torch": "dense.pt2", "onnx": "dense.onnx", "aoti": "dense.aoti.pt2"}
+
+__all__ = ["BACKENDS", "BundleError", "BundleScorer"]
 
 
 class BundleScorer:
-    def __init__(self, bundle_dir: str | Path) -> None:
+    def __init__(self, bundle_dir: str | Path, backend: str = "torch") -> None:
         self.dir = Path(bundle_dir)
+        if backend not in BACKENDS:
+            raise BundleError(f"backend {backend!r} not in {BACKENDS}")
         manifest_path = self.dir / "manifest.json"
         if not manifest_path.exists():
             raise BundleError(f"{self.dir}: missing manifest.json")
         self.manifest = json.loads(manifest_path.read_text())
+        missing = [name for name in self.manifest["files"] if not (self.dir / name).exists()]
+        if missing:
+            raise BundleError(f"{self.dir}: missing {', '.join(missing)} listed in manifest.json")
         for name, expected in self.manifest["files"].items():
             path = self.dir / name
-            if not path.exists():
-                raise BundleError(f"{self.dir}: missing {name} listed in manifest.json")
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            actual = sha256(path)
             if actual != expected:
                 raise BundleError(f"{path}: sha256 {actual} does not match manifest {expected}")
+        if _FILES[backend] not in self.manifest["files"]:
+            raise BundleError(f"{self.dir}: no {_FILES[backend]} for backend {backend!r}")
+        self.backend = backend
         self.tables = safetensors.torch.load_file(str(self.dir / "embeddings.safetensors"))
-        self.program = torch.export.load(str(self.dir / "dense.pt2")).module()
         self.features = self.manifest["sparse_features"]
         self.dense_features = self.manifest["dense_features"]
+        self.outputs: list[str] = self.manifest["outputs"]
+        self._dense = self._load_dense(self.dir / _FILES[backend])
+
+    def _load_dense(self, path: Path) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        if self.backend == "onnx":
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+            def run_onnx(pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+                out = session.run(self.outputs, {"pooled": pooled.numpy(), "dense": dense.numpy()})
+                return {k: torch.from_numpy(v) for k, v in zip(self.outputs, out, strict=True)}
+
+            return run_onnx
+        if self.backend == "aoti":
+            return torch._inductor.aoti_load_package(str(path))
+        return torch.export.load(str(path)).module()
 
     def pooled(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """``[B, pooled_width]``: each feature's bag pooled from its table, in manifest order."""
@@ -56,4 +85,9 @@ class BundleScorer:
         if dense.shape[1] != len(self.dense_features):
             raise BundleError(f"dense input has {dense.shape[1]} columns; the bundle expects "
                               f"{len(self.dense_features)}: {self.dense_features}")
-        return self.program(self.pooled(ids), dense.float())
+        return self._dense(self.pooled(ids), dense.float().contiguous())
+
+    def score_rows(self, table: pa.Table, where: str = "input") -> dict[str, torch.Tensor]:
+        """Raw feature rows (columns named as in the manifest) -> ``{task: probability}``."""
+        ids, dense = rows_to_inputs(table, self.manifest, where)
+        return self.score(ids, dense)

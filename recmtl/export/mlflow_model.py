@@ -1,0 +1,45 @@
+"""The bundle as an MLflow model: a pyfunc that scores raw feature rows with ``BundleScorer``.
+
+Input: a DataFrame with one column per feature in the manifest (lists for multi-valued ones);
+output: one ``score_<task>`` column per served task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pyarrow as pa
+from mlflow.models import infer_signature
+
+from recmtl.export.scorer import BundleScorer
+
+
+class BundleModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+    def load_context(self, context: Any) -> None:
+        self.scorer = BundleScorer(context.artifacts["bundle"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        return score_frame(self.scorer, model_input)
+
+
+def score_frame(scorer: BundleScorer, frame: pd.DataFrame) -> pd.DataFrame:
+    scores = scorer.score_rows(pa.Table.from_pandas(frame, preserve_index=False))
+    return pd.DataFrame({f"score_{k}": v.numpy() for k, v in scores.items()})
+
+
+def log_bundle_model(bundle_dir: str | Path, example: pa.Table,
+                     registered_model_name: str | None = None) -> str:
+    """Logs the bundle into the active run as model ``model``; returns its model URI."""
+    scorer = BundleScorer(bundle_dir)
+    columns = [f["name"] for f in scorer.features] + list(scorer.dense_features)
+    frame = example.select(columns).to_pandas()
+    signature = infer_signature(frame, score_frame(scorer, frame))
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=BundleModel(), artifacts={"bundle": str(bundle_dir)},
+        signature=signature, input_example=frame.head(5),
+        registered_model_name=registered_model_name,
+    )
+    return str(info.model_uri)
