@@ -86,7 +86,8 @@ def make_world(cfg: SyntheticConfig, seed: int) -> World:
     )
 
 
-def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id: int) -> pa.Table:
+def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id: int,
+                       extra_sparse: tuple[int, ...] = (), extra_dense: int = 0) -> pa.Table:
     """Draws ``n`` impressions; returns them as an Arrow table (labels int8, dense float32)."""
     users = rng.choice(len(world.user_draw_p), size=n, p=world.user_draw_p)
     items = rng.choice(len(world.item_draw_p), size=n, p=world.item_draw_p)
@@ -145,6 +146,11 @@ def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id:
         "p_click": pa.array(p_click.astype(np.float32)),
         "p_conversion_given_click": pa.array(p_conv.astype(np.float32)),
     }
+    # Extra columns widen the workload (benchmarks) without changing the funnel.
+    for i, cardinality in enumerate(extra_sparse):
+        columns[f"ctx_{i}"] = pa.array(rng.integers(cardinality, size=n, dtype=np.int64))
+    for i in range(extra_dense):
+        columns[f"dense_{i}"] = pa.array(rng.normal(size=n).astype(np.float32))
     return pa.table(columns)
 
 
@@ -165,7 +171,7 @@ def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
         rng = np.random.default_rng([cfg.seed, 1, split_index])
         for part, start in enumerate(range(0, rows, syn.rows_per_file)):
             n = min(syn.rows_per_file, rows - start)
-            table = sample_impressions(world, n, rng, first_id)
+            table = sample_impressions(world, n, rng, first_id, syn.extra_sparse, syn.extra_dense)
             pq.write_table(table, out / f"part-{part:05d}.parquet",
                            row_group_size=syn.row_group_size)
             first_id += n

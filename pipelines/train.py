@@ -27,7 +27,7 @@ def train(cfg: Config) -> dict[str, Any]:
     run_id = start_run(cfg, run_name=run_dir.name)
     t0 = time.perf_counter()
     try:
-        checkpoint = fit(cfg, run_dir, tracking_uri, run_id)
+        checkpoint, _ = fit(cfg, run_dir, tracking_uri, run_id)
         train_s = time.perf_counter() - t0
         (run_dir / "checkpoint").write_text(str(checkpoint))
         report = evaluate(cfg, checkpoint, run_dir)

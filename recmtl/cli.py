@@ -1,6 +1,6 @@
 """recmtl: multi-task ranking from Parquet to exported towers.
 
-    recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]
+    recmtl <generate|train|evaluate|export|bench> CONFIG [dotted.key=value ...]
     recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti]
     recmtl bench-serving --bundle DIR --data PATH
 """
@@ -19,6 +19,7 @@ _CONFIG_COMMANDS = {
     "train": "train on Ray, then evaluate and export, all in one MLflow run",
     "evaluate": "score the test split with a checkpoint; write report.json",
     "export": "export a checkpoint as a parity-checked serving bundle",
+    "bench": "training and data-path throughput on this machine (JSON under output_dir)",
 }
 
 
@@ -30,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("config", type=Path)
         p.add_argument("overrides", nargs="*", help="dotted.key=value")
+        if name == "bench":
+            p.add_argument("--steps", type=int, default=60, help="training steps per run")
+            p.add_argument("--ray-workers", type=int, default=2, help="0 skips the Ray run")
+            p.add_argument("--json", help="where to write the results")
         if name in ("evaluate", "export"):
             p.add_argument("--checkpoint", help="default: the newest run of this config")
             p.add_argument("--out", help="output directory (default: beside the checkpoint)")
@@ -75,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.synthetic import run
 
         run(cfg)
+    elif args.command == "bench":
+        from pipelines.bench import bench
+
+        bench(cfg, steps=args.steps, ray_workers=args.ray_workers, out=args.json)
     elif args.command == "train":
         from pipelines.train import train
 

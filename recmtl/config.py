@@ -93,6 +93,7 @@ class DataConfig:
     batch_size: int = 4096  # global batch: each of W workers takes batch_size / W rows a step
     eval_batch_size: int = 16384
     shuffle: bool = True
+    prefetch: int = 2  # training batches built ahead in a background thread
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class SyntheticConfig:
     num_categories: int = 200
     num_segments: int = 64
     latent_dim: int = 8
+    extra_sparse: tuple[int, ...] = ()  # cardinalities of extra context ids ctx_0, ctx_1, ...
+    extra_dense: int = 0  # extra dense columns dense_0, dense_1, ... (carry no signal)
 
 
 @dataclass(frozen=True)

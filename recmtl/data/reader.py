@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recmtl.data.batch import Batch
+from recmtl.data.columns import Columns
 from recmtl.data.schema import FeatureSchema
-from recmtl.data.validate import DataError, check_file_schema, check_rows
+from recmtl.data.validate import DataError, check_file_schema, check_nulls, check_values
 
 
 @dataclass(frozen=True)
@@ -114,10 +118,12 @@ class ParquetBatchReader:
         rank, world_size: this reader's shard.
         shuffle: seeded per-epoch shuffle of row-group order and of rows within a row group.
         seed: base seed; epoch ``e`` uses ``(seed, e)``.
+        prefetch: batches built ahead in a background thread (0: build on demand).
     """
 
     def __init__(self, uri: str, schema: FeatureSchema, batch_size: int, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = False, seed: int = 0) -> None:
+                 world_size: int = 1, shuffle: bool = False, seed: int = 0,
+                 prefetch: int = 0) -> None:
         self.uri = uri
         self.schema = schema
         self.batch_size = batch_size
@@ -125,6 +131,7 @@ class ParquetBatchReader:
         self.world_size = world_size
         self.shuffle = shuffle
         self.seed = seed
+        self.prefetch = prefetch
         self.fs, self.row_groups = discover(uri, schema)
         self.total_rows = sum(rg.num_rows for rg in self.row_groups)
         if self.total_rows < world_size:
@@ -136,75 +143,113 @@ class ParquetBatchReader:
         return (r + 1) * n // w - r * n // w
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        """This rank's batches of ``epoch``, built ``prefetch`` batches ahead in a thread."""
+        batches = self._batches(epoch)
+        return _prefetched(batches, self.prefetch) if self.prefetch else batches
+
+    def _batches(self, epoch: int) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.row_groups)) if self.shuffle else np.arange(
             len(self.row_groups))
         slices = shard(self.row_groups, self.rank, self.world_size, order)
         sizes = split_evenly(self.rows_on_rank(), self.num_batches)
-        pending: list[pa.Table] = []
-        have = 0
-        step = 0
-        for table in self._read(slices, rng):
-            pending.append(table)
-            have += table.num_rows
-            while step < len(sizes) and have >= sizes[step]:
-                merged = pa.concat_tables(pending)
-                yield to_batch(merged.slice(0, sizes[step]), self.schema)
-                rest = merged.slice(sizes[step])
-                pending, have = [rest], rest.num_rows
+        current: Columns | None = None
+        pos = step = 0  # next unread row of ``current``; batches yielded so far
+        for cols in self._read(slices, rng):
+            if current is None or pos == current.n:
+                current, pos = cols, 0
+            else:  # a batch straddles two slices: carry the remainder over
+                current, pos = Columns.concat([current.slice(pos, current.n), cols]), 0
+            while step < len(sizes) and current.n - pos >= sizes[step]:
+                yield to_batch(current.slice(pos, pos + sizes[step]), self.schema)
+                pos += sizes[step]
                 step += 1
-        if step != len(sizes) or have:
-            raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {have} rows left")
+        left = 0 if current is None else current.n - pos
+        if step != len(sizes) or left:
+            raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {left} rows left")
 
-    def _read(self, slices: list[Slice], rng: np.random.Generator) -> Iterator[pa.Table]:
+    def _read(self, slices: list[Slice], rng: np.random.Generator) -> Iterator[Columns]:
+        """Decodes, validates and (when shuffling) permutes each slice of a row group. The next
+        slice's Parquet read (GIL-free in Arrow) runs in a thread while this one is decoded."""
         columns = self.schema.columns
         files: dict[str, pq.ParquetFile] = {}
-        for s in slices:
+
+        def read(s: Slice) -> pa.Table:
             path = s.row_group.path
             if path not in files:
                 files[path] = pq.ParquetFile(self.fs.open_input_file(path))
-            where = f"{path}, row group {s.row_group.index}"
             try:
                 table = files[path].read_row_group(s.row_group.index, columns=columns)
             except (pa.ArrowInvalid, OSError) as e:
-                raise DataError(f"{where}: cannot decode ({e})") from e
-            table = table.slice(s.start, s.stop - s.start)
-            check_rows(table, self.schema, where, s.start)
-            if self.shuffle:
-                table = table.take(pa.array(rng.permutation(table.num_rows)))
-            yield table
+                raise DataError(f"{path}, row group {s.row_group.index}: cannot decode ({e})") from e
+            return table.slice(s.start, s.stop - s.start)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recmtl-read") as pool:
+            ahead = pool.submit(read, slices[0]) if slices else None
+            for i, s in enumerate(slices):
+                assert ahead is not None
+                table = ahead.result()
+                ahead = pool.submit(read, slices[i + 1]) if i + 1 < len(slices) else None
+                where = f"{s.row_group.path}, row group {s.row_group.index}"
+                check_nulls(table, self.schema, where, s.start)
+                cols = Columns.decode(table, self.schema)
+                check_values(cols, self.schema, where, s.start)
+                yield cols.take(rng.permutation(cols.n)) if self.shuffle else cols
 
 
-def to_batch(table: pa.Table, schema: FeatureSchema) -> Batch:
-    """Arrow columns -> ``Batch``, vectorised (no per-row Python)."""
-    lengths, values = [], []
-    n = table.num_rows
+def to_batch(cols: Columns, schema: FeatureSchema) -> Batch:
+    """Decoded rows -> ``Batch``: the KJT's values and lengths are concatenated key-major."""
+    values, lengths = [], []
     for s in schema.sparse:
-        col = table.column(s.name)
-        if s.multi_valued:
-            lists = col.combine_chunks()
-            lengths.append(pc.list_value_length(lists).to_numpy(zero_copy_only=False))
-            values.append(lists.flatten().to_numpy())
-        else:
-            lengths.append(np.ones(n, dtype=np.int64))
-            values.append(col.to_numpy())
+        values.append(cols.ids[s.name])
+        lengths.append(np.diff(cols.offsets[s.name]) if s.multi_valued
+                       else np.ones(cols.n, dtype=np.int64))
     sparse = KeyedJaggedTensor(
         keys=[s.name for s in schema.sparse],
-        values=torch.from_numpy(np.concatenate(values).astype(np.int64, copy=False)),
-        lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32, copy=False)),
+        values=torch.from_numpy(np.concatenate(values)),
+        lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32)),
     )
-    dense = np.empty((n, len(schema.dense)), dtype=np.float32)
-    for j, col in enumerate(schema.dense):
-        dense[:, j] = table.column(col).to_numpy()
     return Batch(
-        dense=torch.from_numpy(dense),
+        dense=torch.from_numpy(np.array(cols.dense, dtype=np.float32)),
         sparse=sparse,
-        labels={c: _float(table, c) for c in schema.labels},
-        group=None if schema.group is None else torch.from_numpy(
-            np.array(table.column(schema.group).to_numpy(), dtype=np.int64)),
-        extras={c: _float(table, c) for c in schema.extras},
+        labels={c: torch.from_numpy(v.astype(np.float32)) for c, v in cols.labels.items()},
+        group=None if cols.group is None else torch.from_numpy(cols.group.astype(np.int64)),
+        extras={c: torch.from_numpy(v.astype(np.float32)) for c, v in cols.extras.items()},
     )
 
 
-def _float(table: pa.Table, col: str) -> torch.Tensor:
-    return torch.from_numpy(table.column(col).to_numpy().astype(np.float32))
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Runs ``batches`` in a daemon thread, ``depth`` items ahead; re-raises its errors here."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(_DONE)
+        except BaseException as e:  # handed to the consumer, raised in its thread
+            out.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True, name="recmtl-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer stopped early (max_steps, an error): let the thread end

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recmtl.data.columns import Columns
 from recmtl.data.schema import FeatureSchema
 
 
@@ -49,64 +50,72 @@ def check_file_schema(path: str, file_schema: pa.Schema, schema: FeatureSchema) 
         need(schema.group, t is not None and pa.types.is_integer(t), "integer group ids")
 
 
-def check_rows(table: pa.Table, schema: FeatureSchema, where: str, first_row: int) -> None:
-    """Validates values of one row-group slice. ``first_row``: its offset in the row group."""
+def _fail(where: str, col: str, bad: np.ndarray, value: object, problem: str, expected: str,
+          first_row: int) -> None:
+    idx = np.flatnonzero(bad)
+    shown = "" if value is None else f": {np.asarray(value).item()!r}"
+    raise DataError(
+        f"{where}, column {col!r}: {len(idx)} value(s) {problem}; expected {expected} "
+        f"(first at row {first_row + int(idx[0])} of the row group{shown})"
+    )
 
-    def fail(col: str, bad: np.ndarray, values: np.ndarray | None, problem: str,
-             expected: str) -> None:
-        idx = np.flatnonzero(bad)
-        first = int(idx[0])
-        shown = "" if values is None else f": {np.asarray(values[first]).item()!r}"
-        raise DataError(
-            f"{where}, column {col!r}: {len(idx)} value(s) {problem}; expected {expected} "
-            f"(first at row {first_row + first} of the row group{shown})"
-        )
 
-    def nulls(col: str, arr: pa.ChunkedArray | pa.Array, expected: str) -> None:
-        if arr.null_count:
-            fail(col, np.asarray(arr.is_null()), None, "are null", expected)
-
-    for s in schema.sparse:
-        arr = table.column(s.name)
-        expected = f"ids in [0, {s.num_embeddings})"
-        nulls(s.name, arr, expected)
-        if s.multi_valued:
-            lists = arr.combine_chunks()
-            ids = lists.flatten()
-            nulls(s.name, ids, expected)
-            ids_np = ids.to_numpy()
-            owner = np.repeat(np.arange(len(lists)), pc.list_value_length(lists).to_numpy())
-            bad_ids = (ids_np < 0) | (ids_np >= s.num_embeddings)
-            if bad_ids.any():
-                bad_rows = np.zeros(len(lists), dtype=bool)
-                bad_rows[owner[bad_ids]] = True
-                first_bad = ids_np[bad_ids][0]
-                fail(s.name, bad_rows, np.full(len(lists), first_bad), "hold ids out of range",
-                     expected)
-        else:
-            ids_np = arr.to_numpy()
-            bad = (ids_np < 0) | (ids_np >= s.num_embeddings)
-            if bad.any():
-                fail(s.name, bad, ids_np, "are out of range", expected)
-    for col in schema.dense + schema.extras:
-        arr = table.column(col)
-        nulls(col, arr, "finite floats")
-        x = arr.to_numpy()
-        bad = ~np.isfinite(x)
-        if bad.any():
-            fail(col, bad, x, "are NaN or infinite", "finite floats")
-    labels = {}
-    for col in schema.labels:
-        arr = table.column(col)
-        nulls(col, arr, "labels in {0, 1}")
-        y = arr.to_numpy().astype(np.int64)
-        bad = (y != 0) & (y != 1)
-        if bad.any():
-            fail(col, bad, y, "are not 0 or 1", "labels in {0, 1}")
-        labels[col] = y
-    for child, parent in schema.label_implies:
-        bad = (labels[child] == 1) & (labels[parent] == 0)
-        if bad.any():
-            fail(child, bad, None, f"are 1 where {parent!r} is 0", f"{child}=1 only when {parent}=1")
+def check_nulls(table: pa.Table, schema: FeatureSchema, where: str, first_row: int) -> None:
+    """No configured column may hold nulls (nor null ids inside lists)."""
+    expectations = {s.name: f"ids in [0, {s.num_embeddings})" for s in schema.sparse}
+    expectations |= dict.fromkeys(schema.dense + schema.extras, "finite floats")
+    expectations |= dict.fromkeys(schema.labels, "labels in {0, 1}")
     if schema.group:
-        nulls(schema.group, table.column(schema.group), "non-null group ids")
+        expectations[schema.group] = "non-null group ids"
+    lists = {s.name for s in schema.sparse if s.multi_valued}
+    for col, expected in expectations.items():
+        arr = table.column(col)
+        if arr.null_count:
+            _fail(where, col, np.asarray(arr.is_null()), None, "are null", expected, first_row)
+        if col in lists:
+            chunks = arr.combine_chunks()
+            inner = chunks.flatten()
+            if inner.null_count:
+                owner = np.repeat(np.arange(len(chunks)),
+                                  pc.list_value_length(chunks).to_numpy(zero_copy_only=False))
+                bad = np.zeros(len(chunks), dtype=bool)
+                bad[owner[np.asarray(inner.is_null())]] = True
+                _fail(where, col, bad, None, "are null", expected, first_row)
+
+
+def check_values(cols: Columns, schema: FeatureSchema, where: str, first_row: int) -> None:
+    """Ranges, finiteness and label rules on decoded rows; reductions first, masks only on
+    failure, so a clean row group costs a few passes over its memory."""
+    for s in schema.sparse:
+        ids = cols.ids[s.name]
+        if len(ids) == 0 or (ids.min() >= 0 and ids.max() < s.num_embeddings):
+            continue
+        bad_ids = (ids < 0) | (ids >= s.num_embeddings)
+        expected = f"ids in [0, {s.num_embeddings})"
+        if s.multi_valued:
+            off = cols.offsets[s.name]
+            rows = np.searchsorted(off, np.flatnonzero(bad_ids), side="right") - 1
+            bad = np.zeros(cols.n, dtype=bool)
+            bad[rows] = True
+            _fail(where, s.name, bad, ids[bad_ids][0], "hold ids out of range", expected,
+                  first_row)
+        _fail(where, s.name, bad_ids, ids[bad_ids][0], "are out of range", expected, first_row)
+    if not np.isfinite(cols.dense).all():
+        j = int(np.flatnonzero(~np.isfinite(cols.dense).all(axis=0))[0])
+        x = cols.dense[:, j]
+        bad = ~np.isfinite(x)
+        _fail(where, schema.dense[j], bad, x[bad][0], "are NaN or infinite", "finite floats",
+              first_row)
+    for col, x in cols.extras.items():
+        if not np.isfinite(x).all():
+            bad = ~np.isfinite(x)
+            _fail(where, col, bad, x[bad][0], "are NaN or infinite", "finite floats", first_row)
+    for col, y in cols.labels.items():
+        if len(y) and (y.min() < 0 or y.max() > 1):
+            bad = (y != 0) & (y != 1)
+            _fail(where, col, bad, y[bad][0], "are not 0 or 1", "labels in {0, 1}", first_row)
+    for child, parent in schema.label_implies:
+        c, p = cols.labels[child], cols.labels[parent]
+        if np.any(c > p):
+            _fail(where, child, c > p, None, f"are 1 where {parent!r} is 0",
+                  f"{child}=1 only when {parent}=1", first_row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from recmtl.config import Config
 from recmtl.train.worker import train_worker
@@ -31,8 +32,10 @@ def ensure_ray(num_workers: int) -> None:
                  configure_logging=False)
 
 
-def fit(cfg: Config, run_dir: Path, tracking_uri: str, run_id: str) -> Path:
-    """Trains on Ray Train; returns the directory of the last (sharded) checkpoint."""
+def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
+        ) -> tuple[Path, dict[str, Any]]:
+    """Trains on Ray Train; returns the last (sharded) checkpoint's directory and the metrics
+    rank 0 reported with it. Without ``run_id`` nothing goes to MLflow."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -51,4 +54,4 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str, run_id: str) -> Path:
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
-    return Path(result.checkpoint.path)
+    return Path(result.checkpoint.path), dict(result.metrics or {})

@@ -8,6 +8,7 @@ Rank 0 alone talks to MLflow and draws the progress bar.
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +23,11 @@ from recmtl.config import Config, config_from_dict
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
-from recmtl.losses import multitask_loss
 from recmtl.metrics.auc import auc
 from recmtl.models.builder import build_model
 from recmtl.predict import predict
 from recmtl.train.checkpoint import save_sharded
+from recmtl.train.loop import run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.tracking import MetricBuffer
 
@@ -51,6 +52,17 @@ def validation_auc(cfg: Config, model: torch.nn.Module, reader: ParquetBatchRead
     return out
 
 
+def train_readers(cfg: Config, rank: int, world: int) -> tuple[ParquetBatchReader, ParquetBatchReader]:
+    """This rank's train and validation readers; ``data.batch_size`` is the global batch."""
+    schema = FeatureSchema.from_config(cfg)
+    root = cfg.data.root.rstrip("/")
+    per_rank = -(-cfg.data.batch_size // world)
+    train = ParquetBatchReader(f"{root}/train", schema, per_rank, rank, world,
+                               shuffle=cfg.data.shuffle, seed=cfg.seed, prefetch=cfg.data.prefetch)
+    valid = ParquetBatchReader(f"{root}/valid", schema, cfg.data.eval_batch_size, rank, world)
+    return train, valid
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     quiet_third_party()
     cfg = config_from_dict(loop_config["config"])
@@ -59,66 +71,51 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     model = build_model(cfg, embedding_device="meta")
     dmp, optimizer, plan = shard_model(model, cfg.train, device)
     tracker = None
-    if rank == 0:
+    if rank == 0 and loop_config.get("run_id"):
         tracker = MetricBuffer(loop_config["tracking_uri"], loop_config["run_id"])
         tracker.client.log_text(loop_config["run_id"], str(plan), "sharding_plan.txt")
 
-    schema = FeatureSchema.from_config(cfg)
-    root = cfg.data.root.rstrip("/")
-    per_rank = -(-cfg.data.batch_size // world)
-    train_reader = ParquetBatchReader(f"{root}/train", schema, per_rank, rank, world,
-                                      shuffle=cfg.data.shuffle, seed=cfg.seed)
-    valid_reader = ParquetBatchReader(f"{root}/valid", schema, cfg.data.eval_batch_size, rank,
-                                      world)
+    train_reader, valid_reader = train_readers(cfg, rank, world)
     steps = train_reader.num_batches
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
     task_names = [t.name for t in cfg.tasks]
     global_step = 0
-    rows_trained = 0
     for epoch in range(cfg.train.epochs):
-        dmp.train()
         bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=rank != 0, mininterval=5.0,
-                   unit="step", dynamic_ncols=False, ncols=100)
-        window_losses: list[torch.Tensor] = []
-        window_rows, window_start = 0, time.perf_counter()
-        for step, batch in enumerate(train_reader.epoch(epoch)):
-            if step >= steps:
-                break
-            batch = batch.to(device, non_blocking=True)
-            logits = dmp(batch.dense, batch.sparse)
-            loss, per_task = multitask_loss(logits, batch.labels, cfg.tasks)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            global_step += 1
-            rows_trained += batch.size
-            window_rows += batch.size * world
-            window_losses.append(torch.stack([per_task[n] for n in task_names]))
-            bar.update(1)
-            if global_step % cfg.train.log_every == 0 or step == steps - 1:
-                # One host sync per logging window, not per step.
-                mean = torch.stack(window_losses).mean(0).tolist()
-                rate = window_rows / (time.perf_counter() - window_start)
-                metrics = {f"train/loss_{n}": v for n, v in zip(task_names, mean, strict=True)}
-                metrics["train/samples_per_s"] = rate
-                bar.set_postfix(samples_s=f"{rate:,.0f}", loss=f"{sum(mean):.4f}")
-                if tracker:
-                    tracker.add(metrics, global_step)
-                    tracker.flush()
-                window_losses, window_rows, window_start = [], 0, time.perf_counter()
+                   unit="step", ncols=100)
+        last = {"step": 0, "time": time.perf_counter()}
+
+        def on_log(step: int, losses: list[float], rows: int, bar: tqdm = bar,
+                   last: dict[str, float] = last, base: int = global_step) -> None:
+            now = time.perf_counter()
+            rate = rows * world / (now - last["time"])
+            bar.update(step - int(last["step"]))
+            bar.set_postfix(samples_s=f"{rate:,.0f}", loss=f"{sum(losses):.4f}")
+            last.update(step=step, time=now)
+            if tracker:
+                metrics = {f"train/loss_{n}": v for n, v in zip(task_names, losses, strict=True)}
+                tracker.add(metrics | {"train/samples_per_s": rate}, base + step)
+                tracker.flush()
+
+        stats = run_epoch(dmp, optimizer, train_reader.epoch(epoch), cfg.tasks, device, steps,
+                          cfg.train.log_every, on_log)
         bar.close()
-        total_rows = torch.tensor([rows_trained], dtype=torch.int64, device=device)
-        dist.all_reduce(total_rows)
+        global_step += stats.steps
+        counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)
+        dist.all_reduce(counts)
+        rows_trained, steady_rows = counts.tolist()
         val = validation_auc(cfg, dmp, valid_reader, device)
-        metrics = {f"valid/auc_{k}": v for k, v in val.items() if v is not None}
+        metrics: dict[str, Any] = {f"valid/auc_{k}": v for k, v in val.items() if v is not None}
+        metrics |= {"epoch": epoch, "step": global_step, "rows_trained": rows_trained,
+                    "train/epoch_samples_per_s": steady_rows / max(stats.steady_seconds, 1e-9),
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if tracker:
-            tracker.add(metrics | {"epoch": epoch}, global_step)
+            tracker.add({k: float(v) for k, v in metrics.items()}, global_step)
             tracker.flush()
-            print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
-                  flush=True)
-        _report(metrics | {"epoch": epoch, "step": global_step,
-                           "rows_trained": int(total_rows)}, dmp, optimizer, epoch, loop_config)
+            print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                if k.startswith("valid/")), flush=True)
+        _report(metrics, dmp, optimizer, epoch, loop_config)
 
 
 def _report(metrics: dict[str, Any], model: torch.nn.Module, optimizer: object, epoch: int,

@@ -2,6 +2,7 @@
 would) for every architecture, and check it trains and writes a restorable checkpoint."""
 
 import dataclasses
+from itertools import islice
 
 import mlflow
 import pytest
@@ -42,3 +43,22 @@ def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_ran
     changed = [n for n, p in restored.named_parameters() if not torch.equal(p, fresh[n])]
     assert any(n.startswith("dense_ranker.backbone") for n in changed)
     assert any(n.startswith("embeddings") for n in changed)
+
+
+def test_run_epoch_counts_rows_and_times_every_phase(smoke_cfg, one_rank_group):
+    from recmtl.train.loop import PHASES, run_epoch
+    from recmtl.train.sharding import shard_model
+    from recmtl.train.worker import train_readers
+
+    dmp, opt, _ = shard_model(build_model(smoke_cfg, embedding_device="meta"), smoke_cfg.train,
+                              torch.device("cpu"))
+    reader, _ = train_readers(smoke_cfg, 0, 1)
+    logged = []
+    stats = run_epoch(dmp, opt, reader.epoch(0), smoke_cfg.tasks, torch.device("cpu"), 7,
+                      log_every=3, on_log=lambda step, losses, rows: logged.append((step, rows)),
+                      warmup_steps=2, time_phases=True)
+    sizes = [b.size for b in islice(reader.epoch(0), 7)]
+    assert (stats.steps, stats.rows, stats.steady_rows) == (7, sum(sizes), sum(sizes[2:]))
+    assert logged == [(3, sum(sizes[:3])), (6, sum(sizes[3:6])), (7, sizes[6])]
+    assert all(stats.phase_seconds[p] > 0 for p in PHASES)
+    assert sum(stats.phase_seconds.values()) <= stats.seconds

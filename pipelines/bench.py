@@ -1,0 +1,194 @@
+"""`recmtl bench CONFIG`: training throughput and where the time goes, on this machine.
+
+Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
+- the data path: Parquet -> ``Batch`` rows/s beside two references on the same columns: a
+  plain pyarrow record-batch loop into torch tensors, and the decode floor (whole row groups
+  to numpy, nothing else);
+- training samples/s in one process (torchrec DMP on a 1-rank gloo group, the real loop) with
+  the step-time breakdown, and the pure-PyTorch baseline (``bench_baseline``) in the same run,
+  so the ratio survives a noisy machine;
+- training samples/s on N Ray workers (the real job, with validation and checkpoint);
+- peak memory, versions, CPU model, threads. On CUDA (``train.device=cuda``) the same runs use
+  the GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import resource
+import tempfile
+import time
+from importlib.metadata import version
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+
+from pipelines.bench_baseline import bench_baseline
+from recmtl.config import Config
+from recmtl.data.reader import ParquetBatchReader
+from recmtl.data.schema import FeatureSchema
+from recmtl.models.builder import build_model
+from recmtl.train.launch import absolute_data_root, fit
+from recmtl.train.loop import run_epoch
+from recmtl.train.sharding import shard_model
+from recmtl.train.worker import train_readers, worker_device
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def raw_decode_rows_per_s(reader: ParquetBatchReader) -> float:
+    """Reads every row group's columns and turns them into numpy arrays: the floor of any
+    Parquet reader, with no validation, batching or tensors."""
+    columns = reader.schema.columns
+    lists = {s.name for s in reader.schema.sparse if s.multi_valued}
+    rows, start = 0, time.perf_counter()
+    files: dict[str, pq.ParquetFile] = {}
+    for rg in reader.row_groups:
+        f = files.setdefault(rg.path, pq.ParquetFile(reader.fs.open_input_file(rg.path)))
+        table = f.read_row_group(rg.index, columns=columns)
+        for name in columns:
+            col = table.column(name)
+            if name in lists:
+                col = col.combine_chunks()
+                pc.list_value_length(col).to_numpy(zero_copy_only=False)
+                col.flatten().to_numpy()
+            else:
+                col.to_numpy()
+        rows += table.num_rows
+    return rows / (time.perf_counter() - start)
+
+
+def record_batch_loop_rows_per_s(reader: ParquetBatchReader) -> float:
+    """The plain pyarrow loop a user would write: ``iter_batches`` of ``batch_size`` rows,
+    each column into a torch tensor (lists as values + lengths); no validation, no KJT."""
+    columns = reader.schema.columns
+    lists = {s.name for s in reader.schema.sparse if s.multi_valued}
+    rows, start = 0, time.perf_counter()
+    for path in sorted({rg.path for rg in reader.row_groups}):
+        f = pq.ParquetFile(reader.fs.open_input_file(path))
+        for batch in f.iter_batches(batch_size=reader.batch_size, columns=columns):
+            for name in columns:
+                col = batch.column(name)
+                if name in lists:
+                    torch.from_numpy(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+                    torch.from_numpy(col.flatten().to_numpy())
+                else:
+                    torch.from_numpy(col.to_numpy())
+            rows += batch.num_rows
+    return rows / (time.perf_counter() - start)
+
+
+def reader_rows_per_s(reader: ParquetBatchReader) -> float:
+    rows, start = 0, time.perf_counter()
+    for batch in reader.epoch(0):
+        rows += batch.size
+    return rows / (time.perf_counter() - start)
+
+
+def bench_data_path(cfg: Config, repeats: int = 2) -> dict[str, float]:
+    reader = ParquetBatchReader(f"{cfg.data.root}/train", FeatureSchema.from_config(cfg),
+                                cfg.data.batch_size, shuffle=cfg.data.shuffle, seed=cfg.seed)
+    raw, loop, ours = [], [], []
+    for _ in range(repeats):  # interleaved: all three see the same machine load
+        raw.append(raw_decode_rows_per_s(reader))
+        loop.append(record_batch_loop_rows_per_s(reader))
+        ours.append(reader_rows_per_s(reader))
+    return {"decode_floor_rows_per_s": max(raw), "record_batch_loop_rows_per_s": max(loop),
+            "reader_rows_per_s": max(ours), "reader_vs_decode_floor": max(ours) / max(raw),
+            "reader_vs_record_batch_loop": max(ours) / max(loop)}
+
+
+def bench_single_process(cfg: Config, steps: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=0, world_size=1)
+        try:
+            device = worker_device(cfg)
+            dmp, optimizer, _ = shard_model(build_model(cfg, embedding_device="meta"),
+                                            cfg.train, device)
+            train, _ = train_readers(cfg, 0, 1)
+            stats = run_epoch(dmp, optimizer, train.epoch(0), cfg.tasks, device, steps,
+                              log_every=steps, time_phases=True)
+        finally:
+            dist.destroy_process_group()
+    phases = {k: round(v / stats.steps * 1000, 2) for k, v in stats.phase_seconds.items()}
+    return {"samples_per_s": stats.steady_rows / stats.steady_seconds, "steps": stats.steps,
+            "step_ms": phases, "batch_size": cfg.data.batch_size}
+
+
+def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = None
+          ) -> dict[str, Any]:
+    cfg = absolute_data_root(cfg)
+    torch.manual_seed(cfg.seed)
+    results: dict[str, Any] = {
+        "config": cfg.name, "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
+        "device": cfg.train.device,
+        "versions": {p: version(p) for p in ("torch", "torchrec", "fbgemm-gpu-cpu", "ray",
+                                              "pyarrow") if _installed(p)},
+    }
+    print(f"recmtl bench: {cfg.name} on {results['cpu']} ({results['torch_threads']} threads)")
+    results["data_path"] = bench_data_path(cfg)
+    d = results["data_path"]
+    print(f"data path: reader {d['reader_rows_per_s']:,.0f} rows/s (validated, shuffled, KJT "
+          f"batches); pyarrow record-batch loop {d['record_batch_loop_rows_per_s']:,.0f} rows/s "
+          f"({d['reader_vs_record_batch_loop']:.0%}); decode floor (row groups to numpy) "
+          f"{d['decode_floor_rows_per_s']:,.0f} rows/s ({d['reader_vs_decode_floor']:.0%})",
+          flush=True)
+
+    results["single_process"] = bench_single_process(cfg, steps)
+    s = results["single_process"]
+    print(f"single process (torchrec DMP, 1 rank): {s['samples_per_s']:,.0f} samples/s; "
+          f"step ms {s['step_ms']}", flush=True)
+
+    reader, _ = train_readers(cfg, 0, 1)
+    batches = list(islice(reader.epoch(0), min(steps, 30)))
+    results["baseline"] = bench_baseline(cfg, batches)
+    b = results["baseline"]
+    ratio = s["samples_per_s"] / b["samples_per_s"]
+    results["single_process"]["vs_baseline"] = ratio
+    print(f"pure-PyTorch baseline (in-memory data): {b['samples_per_s']:,.0f} samples/s; "
+          f"recmtl / baseline = {ratio:.2f}x", flush=True)
+
+    if ray_workers:
+        train_cfg = dataclasses.replace(cfg.train, num_workers=ray_workers,
+                                        max_steps_per_epoch=steps, epochs=1)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            _, metrics = fit(dataclasses.replace(cfg, train=train_cfg), Path(tmp), None, None)
+            wall = time.perf_counter() - t0
+        results["ray"] = {"workers": ray_workers,
+                          # rows of all ranks over rank 0's steady-state time
+                          "samples_per_s": metrics["train/epoch_samples_per_s"],
+                          "fit_seconds": wall,
+                          "worker_peak_rss_mb": metrics.get("peak_rss_mb")}
+        print(f"Ray Train, {ray_workers} workers: {results['ray']['samples_per_s']:,.0f} "
+              f"samples/s (fit incl. start, validation, checkpoint: {wall:.0f}s)", flush=True)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    path = Path(out) if out else (Path(cfg.output_dir)
+                                  / f"bench-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=float))
+    print(f"peak memory {results['peak_rss_mb']:,.0f} MB; wrote {path}")
+    return results
+
+
+def _installed(package: str) -> bool:
+    try:
+        version(package)
+        return True
+    except Exception:
+        return False
