@@ -60,7 +60,9 @@ class BatchedExperts(nn.Module):
         w0 = self.weights[0]
         e, d_in, d_out = w0.shape
         h = (x @ w0.permute(1, 0, 2).reshape(d_in, e * d_out)).view(-1, e, d_out)
-        h = torch.relu(h.transpose(0, 1) + self.biases[0])
+        h = torch.relu_(h.transpose(0, 1) + self.biases[0])
         for w, b in zip(list(self.weights)[1:], list(self.biases)[1:], strict=True):
-            h = torch.relu(torch.baddbmm(b, h, w))
+            # In place: baddbmm's backward does not need its output, so this saves a full
+            # [E, B, D] allocation and memory pass per layer.
+            h = torch.relu_(torch.baddbmm(b, h, w))
         return h
