@@ -124,6 +124,10 @@ class TrainConfig:
     sparse_lr: float = 0.1
     log_every: int = 20
     max_steps_per_epoch: int | None = None
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps
+    max_failures: int = 0  # Ray restarts the workers from the latest checkpoint this often
+    # Fault drill: the last rank SIGKILLs itself once at this global step, to rehearse recovery.
+    kill_worker_at_step: int | None = None
 
 
 @dataclass(frozen=True)

@@ -142,20 +142,24 @@ class ParquetBatchReader:
         r, w, n = self.rank, self.world_size, self.total_rows
         return (r + 1) * n // w - r * n // w
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        """This rank's batches of ``epoch``, built ``prefetch`` batches ahead in a thread."""
-        batches = self._batches(epoch)
+    def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[Batch]:
+        """This rank's batches of ``epoch`` from batch ``start_batch`` on (a resume: exactly
+        the batches an uninterrupted run would still produce), built ``prefetch`` ahead."""
+        if not 0 <= start_batch <= self.num_batches:
+            raise ValueError(f"start_batch {start_batch} outside [0, {self.num_batches}]")
+        batches = self._batches(epoch, start_batch)
         return _prefetched(batches, self.prefetch) if self.prefetch else batches
 
-    def _batches(self, epoch: int) -> Iterator[Batch]:
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.row_groups)) if self.shuffle else np.arange(
             len(self.row_groups))
         slices = shard(self.row_groups, self.rank, self.world_size, order)
         sizes = split_evenly(self.rows_on_rank(), self.num_batches)
+        skip_rows = sum(sizes[:start_batch])
         current: Columns | None = None
-        pos = step = 0  # next unread row of ``current``; batches yielded so far
-        for cols in self._read(slices, rng):
+        pos, step = 0, start_batch  # next unread row of ``current``; next batch index
+        for cols in self._read(slices, rng, skip_rows):
             if current is None or pos == current.n:
                 current, pos = cols, 0
             else:  # a batch straddles two slices: carry the remainder over
@@ -168,9 +172,18 @@ class ParquetBatchReader:
         if step != len(sizes) or left:
             raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {left} rows left")
 
-    def _read(self, slices: list[Slice], rng: np.random.Generator) -> Iterator[Columns]:
+    def _read(self, slices: list[Slice], rng: np.random.Generator, skip_rows: int = 0
+              ) -> Iterator[Columns]:
         """Decodes, validates and (when shuffling) permutes each slice of a row group. The next
-        slice's Parquet read (GIL-free in Arrow) runs in a thread while this one is decoded."""
+        slice's Parquet read (GIL-free in Arrow) runs in a thread while this one is decoded.
+        The first ``skip_rows`` rows (in shuffled order) are dropped; slices wholly inside them
+        are not read, but still draw their permutation so the RNG stays in step."""
+        while slices and skip_rows >= slices[0].stop - slices[0].start:
+            n = slices[0].stop - slices[0].start
+            if self.shuffle:
+                rng.permutation(n)
+            skip_rows -= n
+            slices = slices[1:]
         columns = self.schema.columns
         files: dict[str, pq.ParquetFile] = {}
 
@@ -194,7 +207,11 @@ class ParquetBatchReader:
                 check_nulls(table, self.schema, where, s.start)
                 cols = Columns.decode(table, self.schema)
                 check_values(cols, self.schema, where, s.start)
-                yield cols.take(rng.permutation(cols.n)) if self.shuffle else cols
+                if self.shuffle:
+                    cols = cols.take(rng.permutation(cols.n))
+                if skip_rows:
+                    cols, skip_rows = cols.slice(skip_rows, cols.n), 0
+                yield cols
 
 
 def to_batch(cols: Columns, schema: FeatureSchema) -> Batch:

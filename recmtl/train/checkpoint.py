@@ -6,7 +6,9 @@ reads them all. Only tensors and plain data are stored: nothing is unpickled on 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch.distributed.checkpoint as dcp
 from torch import nn
@@ -15,11 +17,30 @@ from recmtl.config import Config
 from recmtl.models.builder import build_model
 from recmtl.modules.ranker import MultiTaskRanker
 
+PROGRESS = "progress.json"
+
 
 def save_sharded(path: str | Path, model: nn.Module, optimizer: object) -> None:
     """Collective: every rank must call it with the same ``path`` semantics (its own dir is fine)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}  # type: ignore[attr-defined]
     dcp.save(state, checkpoint_id=str(path))
+
+
+def load_sharded(path: str | Path, model: nn.Module, optimizer: Any) -> None:
+    """Collective: restores this rank's shards (model, fused and dense optimizer) in place."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    dcp.load(state, checkpoint_id=str(path))
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+
+
+def save_progress(path: str | Path, progress: dict[str, int]) -> None:
+    (Path(path) / PROGRESS).write_text(json.dumps(progress))
+
+
+def load_progress(path: str | Path) -> dict[str, int]:
+    """Where training stands: ``epoch``, ``batch`` (next batch of that epoch), ``global_step``."""
+    return {k: int(v) for k, v in json.loads((Path(path) / PROGRESS).read_text()).items()}
 
 
 def load_unsharded(cfg: Config, path: str | Path) -> MultiTaskRanker:

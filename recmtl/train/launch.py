@@ -36,7 +36,7 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         ) -> tuple[Path, dict[str, Any]]:
     """Trains on Ray Train; returns the last (sharded) checkpoint's directory and the metrics
     rank 0 reported with it. Without ``run_id`` nothing goes to MLflow."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray(cfg.train.num_workers)
@@ -44,12 +44,13 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": cfg.to_dict(), "tracking_uri": tracking_uri,
-                           "run_id": run_id},
+                           "run_id": run_id, "run_dir": str(run_dir)},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -34,9 +34,11 @@ class EpochStats:
 def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
               tasks: tuple[TaskConfig, ...], device: torch.device, max_steps: int,
               log_every: int, on_log: Callable[[int, list[float], int], None] | None = None,
-              warmup_steps: int = 5, time_phases: bool = False) -> EpochStats:
+              warmup_steps: int = 5, time_phases: bool = False,
+              after_step: Callable[[int], None] | None = None) -> EpochStats:
     """Trains up to ``max_steps`` steps. ``on_log(step, mean task losses, rows)`` is called
-    every ``log_every`` steps and at the end, the only places the step syncs with the host."""
+    every ``log_every`` steps and at the end, the only places the step syncs with the host;
+    ``after_step(steps done)`` after every step (checkpoints, fault drills)."""
     stats = EpochStats()
     sync = torch.cuda.synchronize if (time_phases and device.type == "cuda") else (lambda: None)
     window: list[torch.Tensor] = []
@@ -83,6 +85,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
         if on_log and ((step + 1) % log_every == 0 or step + 1 == max_steps):
             on_log(step + 1, torch.stack(window).mean(0).tolist(), window_rows)
             window, window_rows = [], 0
+        if after_step:
+            after_step(step + 1)
         mark = time.perf_counter()
     if on_log and window:  # the data ran out before max_steps
         on_log(stats.steps, torch.stack(window).mean(0).tolist(), window_rows)

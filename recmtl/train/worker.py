@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,13 @@ from recmtl.logs import quiet_third_party
 from recmtl.metrics.auc import auc
 from recmtl.models.builder import build_model
 from recmtl.predict import predict
-from recmtl.train.checkpoint import save_sharded
+from recmtl.train.checkpoint import (
+    PROGRESS,
+    load_progress,
+    load_sharded,
+    save_progress,
+    save_sharded,
+)
 from recmtl.train.loop import run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.tracking import MetricBuffer
@@ -76,18 +83,24 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         tracker.client.log_text(loop_config["run_id"], str(plan), "sharding_plan.txt")
 
     train_reader, valid_reader = train_readers(cfg, rank, world)
-    steps = train_reader.num_batches
+    steps_per_epoch = train_reader.num_batches
     if cfg.train.max_steps_per_epoch:
-        steps = min(steps, cfg.train.max_steps_per_epoch)
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    progress = _restore(dmp, optimizer, loop_config)
+    if progress["global_step"] and rank == 0:
+        print(f"resumed at epoch {progress['epoch']}, batch {progress['batch']}, "
+              f"step {progress['global_step']}", flush=True)
     task_names = [t.name for t in cfg.tasks]
-    global_step = 0
-    for epoch in range(cfg.train.epochs):
-        bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=rank != 0, mininterval=5.0,
-                   unit="step", ncols=100)
+    global_step = progress["global_step"]
+    for epoch in range(progress["epoch"], cfg.train.epochs):
+        first = progress["batch"] if epoch == progress["epoch"] else 0
+        bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch}",
+                   disable=rank != 0, mininterval=5.0, unit="step", ncols=100)
         last = {"step": 0, "time": time.perf_counter()}
+        base = global_step
 
         def on_log(step: int, losses: list[float], rows: int, bar: tqdm = bar,
-                   last: dict[str, float] = last, base: int = global_step) -> None:
+                   last: dict[str, float] = last, base: int = base) -> None:
             now = time.perf_counter()
             rate = rows * world / (now - last["time"])
             bar.update(step - int(last["step"]))
@@ -98,8 +111,19 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 tracker.add(metrics | {"train/samples_per_s": rate}, base + step)
                 tracker.flush()
 
-        stats = run_epoch(dmp, optimizer, train_reader.epoch(epoch), cfg.tasks, device, steps,
-                          cfg.train.log_every, on_log)
+        def after_step(done: int, epoch: int = epoch, first: int = first, base: int = base) -> None:
+            step = base + done
+            every = cfg.train.checkpoint_every_steps
+            if every and step % every == 0 and first + done < steps_per_epoch:
+                _report({"epoch": epoch, "step": step}, dmp, optimizer,
+                        {"epoch": epoch, "batch": first + done, "global_step": step},
+                        f"epoch-{epoch:04d}-step-{step:08d}", loop_config)
+            if cfg.train.kill_worker_at_step == step and rank == world - 1:
+                _fault_drill(step, loop_config)
+
+        stats = run_epoch(dmp, optimizer, train_reader.epoch(epoch, first), cfg.tasks, device,
+                          steps_per_epoch - first, cfg.train.log_every, on_log,
+                          after_step=after_step)
         bar.close()
         global_step += stats.steps
         counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)
@@ -115,20 +139,75 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             tracker.flush()
             print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                 if k.startswith("valid/")), flush=True)
-        _report(metrics, dmp, optimizer, epoch, loop_config)
+        _report(metrics, dmp, optimizer, {"epoch": epoch + 1, "batch": 0,
+                                          "global_step": global_step},
+                f"epoch-{epoch:04d}", loop_config)
 
 
-def _report(metrics: dict[str, Any], model: torch.nn.Module, optimizer: object, epoch: int,
-            loop_config: dict[str, Any]) -> None:
-    """Writes this rank's checkpoint shards and hands them to Ray Train (or to a local dir)."""
+def _restore(model: torch.nn.Module, optimizer: Any, loop_config: dict[str, Any]
+             ) -> dict[str, int]:
+    """Loads the latest checkpoint into the sharded model and optimizers, if there is one
+    (Ray's after a restart, or the newest under ``checkpoint_root``); returns the progress."""
+    start = {"epoch": 0, "batch": 0, "global_step": 0}
+    local_root = loop_config.get("checkpoint_root")
+    if local_root:
+        found = [p for p in Path(local_root).glob("epoch-*") if (p / PROGRESS).exists()]
+        if not found:
+            return start
+        path = max(found, key=lambda p: load_progress(p)["global_step"])
+        load_sharded(path, model, optimizer)
+        return load_progress(path)
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return start
+    with checkpoint.as_directory() as path:
+        load_sharded(path, model, optimizer)
+        return load_progress(path)
+
+
+def _fault_drill(step: int, loop_config: dict[str, Any]) -> None:
+    """Kills this worker process (SIGKILL, no cleanup) the first time the run reaches ``step``.
+
+    Under Ray it first waits until the controller has taken in every reported checkpoint: the
+    controller polls workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), and a crash
+    within that window of a report restarts from the checkpoint before it.
+    """
+    root = loop_config.get("run_dir") or loop_config.get("checkpoint_root")
+    if not root:
+        return
+    marker = Path(root) / f"fault-drill-step-{step}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    if not loop_config.get("checkpoint_root"):
+        import ray.train
+
+        ray.train.get_all_reported_checkpoints(timeout_s=60)
+    print(f"fault drill: killing rank {dist.get_rank()} (pid {os.getpid()}) at step {step}",
+          flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _report(metrics: dict[str, Any], model: torch.nn.Module, optimizer: object,
+            progress: dict[str, int], name: str, loop_config: dict[str, Any]) -> None:
+    """Writes this rank's checkpoint shards (and, on rank 0, the progress) and hands them to
+    Ray Train, or into ``checkpoint_root/name`` under torchrun."""
     local_root = loop_config.get("checkpoint_root")
     if local_root:  # torchrun: every rank writes into one shared directory
-        path = Path(local_root) / f"epoch-{epoch:04d}"
+        path = Path(local_root) / name
         save_sharded(path, model, optimizer)
+        if dist.get_rank() == 0:
+            save_progress(path, progress)
+        dist.barrier()
         return
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         save_sharded(tmp, model, optimizer)
+        if dist.get_rank() == 0:
+            save_progress(tmp, progress)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"epoch-{epoch:04d}")
+                         checkpoint_dir_name=name)

@@ -83,3 +83,19 @@ def test_split_evenly_and_shard_hand_worked():
             for s in shard(groups, 0, 2, order)] == [("b", 0, 0, 4), ("a", 0, 0, 3)]
     assert [(s.row_group.path, s.row_group.index, s.start, s.stop)
             for s in shard(groups, 1, 2, order)] == [("a", 0, 3, 5), ("a", 1, 0, 5)]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("start", [0, 1, 3, 6, 7])
+def test_resume_mid_epoch_yields_exactly_the_remaining_batches(tmp_path, shuffle, start):
+    write_store(tmp_path)
+    for rank in range(2):
+        reader = ParquetBatchReader(str(tmp_path), SCHEMA, 8, rank, 2, shuffle, seed=5)
+        full = list(reader.epoch(3))
+        resumed = list(reader.epoch(3, start_batch=start))
+        assert len(resumed) == len(full) - start
+        for a, b in zip(full[start:], resumed, strict=True):
+            assert torch.equal(a.group, b.group)
+            assert torch.equal(a.sparse.values(), b.sparse.values())
+        with pytest.raises(ValueError, match="outside"):
+            reader.epoch(3, start_batch=reader.num_batches + 1)
