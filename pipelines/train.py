@@ -15,15 +15,16 @@ from pipelines.export import export
 from recmtl.config import Config
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.launch import absolute_data_root, fit
-from recmtl.train.tracking import resolve_tracking_uri, start_run
+from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
 
 
 def train(cfg: Config) -> dict[str, Any]:
     cfg = absolute_data_root(cfg)
+    tracking_uri = resolve_tracking_uri(cfg)
+    check_reachable(tracking_uri)  # before any compute
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
-    tracking_uri = resolve_tracking_uri(cfg)
     run_id = start_run(cfg, run_name=run_dir.name)
     t0 = time.perf_counter()
     try:

@@ -1,9 +1,20 @@
-"""MLflow: the driver owns the run; rank 0 logs step metrics into it in batches."""
+"""MLflow: the driver owns the run; rank 0 logs step metrics into it in batches.
+
+An unreachable server fails the job before any compute. If the server drops mid-run, training
+goes on: metrics stay buffered on rank 0 and are logged when it answers again, or written to a
+local JSONL file beside the run if it never does.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -11,6 +22,58 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from recmtl.config import Config, flatten
+from recmtl.data.fingerprint import data_fingerprint
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached."""
+
+
+@contextlib.contextmanager
+def fast_http(timeout_s: float, retries: int = 0) -> Iterator[None]:
+    """MLflow's HTTP client retries with backoff for minutes by default; probes must not."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT",
+                                           "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_s))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_reachable(uri: str, timeout_s: float = 10) -> None:
+    """Raises ``TrackingUnavailable`` at once when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with fast_http(timeout_s):
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # connection refused, timeout, HTTP error: all mean "not usable"
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({type(e).__name__}: {e}); start it, "
+            "or set mlflow.tracking_uri / MLFLOW_TRACKING_URI. Nothing was computed.") from e
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The commit of the recmtl checkout running this job (``-dirty`` with local changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout
+        return commit + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def resolve_tracking_uri(cfg: Config) -> str:
@@ -34,6 +97,8 @@ def start_run(cfg: Config, run_name: str) -> str:
         mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts.as_uri())
     mlflow.set_experiment(cfg.mlflow.experiment)
     run = mlflow.start_run(run_name=run_name)
+    mlflow.set_tags({"recmtl.git_commit": git_commit(), "recmtl.config_hash": config_hash(cfg),
+                     "recmtl.data_fingerprint": data_fingerprint(cfg.data.root)})
     params = {k: str(v) for k, v in flatten(cfg.to_dict()).items()}
     items = list(params.items())
     for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
@@ -43,18 +108,56 @@ def start_run(cfg: Config, run_name: str) -> str:
 
 
 class MetricBuffer:
-    """Buffers ``(key, value, step)`` and writes them with one ``log_batch`` call per flush."""
+    """Buffers ``(key, value, step)`` and writes them with one ``log_batch`` call per flush.
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    A flush that fails keeps the metrics (training goes on) and says so once; the next flush
+    that succeeds logs the backlog. ``close`` retries, then spills what is left to
+    ``spill_path`` as JSONL (key, value, timestamp, step per line).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, spill_path: str | Path | None = None,
+                 timeout_s: float = 5) -> None:
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
         self.pending: list[Metric] = []
+        self.spill_path = Path(spill_path) if spill_path else None
+        self.timeout_s = timeout_s
+        self.failing = False
 
     def add(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
-    def flush(self) -> None:
-        for i in range(0, len(self.pending), 1000):
-            self.client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
-        self.pending = []
+    def flush(self) -> bool:
+        """Logs what is pending; returns False (keeping it) if the server does not answer."""
+        try:
+            with fast_http(self.timeout_s):
+                while self.pending:
+                    self.client.log_batch(self.run_id, metrics=self.pending[:1000])
+                    self.pending = self.pending[1000:]
+        except Exception as e:
+            if not self.failing:
+                print(f"MLflow unreachable ({type(e).__name__}); buffering metrics, training "
+                      "goes on", file=sys.stderr, flush=True)
+            self.failing = True
+            return False
+        if self.failing:
+            print("MLflow reachable again: buffered metrics logged", file=sys.stderr, flush=True)
+            self.failing = False
+        return True
+
+    def close(self, attempts: int = 3, wait_s: float = 5) -> None:
+        for attempt in range(attempts):
+            if self.flush():
+                return
+            if attempt + 1 < attempts:
+                time.sleep(wait_s)
+        if self.spill_path and self.pending:
+            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.spill_path, "a") as f:
+                for m in self.pending:
+                    f.write(json.dumps({"key": m.key, "value": m.value,
+                                        "timestamp": m.timestamp, "step": m.step}) + "\n")
+            print(f"MLflow never came back: {len(self.pending)} metrics written to "
+                  f"{self.spill_path}", file=sys.stderr, flush=True)
+            self.pending = []

@@ -7,6 +7,7 @@ Rank 0 alone talks to MLflow and draws the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -79,8 +80,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     dmp, optimizer, plan = shard_model(model, cfg.train, device)
     tracker = None
     if rank == 0 and loop_config.get("run_id"):
-        tracker = MetricBuffer(loop_config["tracking_uri"], loop_config["run_id"])
-        tracker.client.log_text(loop_config["run_id"], str(plan), "sharding_plan.txt")
+        spill = Path(loop_config.get("run_dir") or ".") / "mlflow-unlogged-metrics.jsonl"
+        tracker = MetricBuffer(loop_config["tracking_uri"], loop_config["run_id"], spill)
+        with contextlib.suppress(Exception):  # a plan is worth a warning, not the run
+            tracker.client.log_text(loop_config["run_id"], str(plan), "sharding_plan.txt")
 
     train_reader, valid_reader = train_readers(cfg, rank, world)
     steps_per_epoch = train_reader.num_batches
@@ -142,6 +145,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         _report(metrics, dmp, optimizer, {"epoch": epoch + 1, "batch": 0,
                                           "global_step": global_step},
                 f"epoch-{epoch:04d}", loop_config)
+    if tracker:
+        tracker.close()
 
 
 def _restore(model: torch.nn.Module, optimizer: Any, loop_config: dict[str, Any]

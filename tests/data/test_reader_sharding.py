@@ -99,3 +99,14 @@ def test_resume_mid_epoch_yields_exactly_the_remaining_batches(tmp_path, shuffle
             assert torch.equal(a.sparse.values(), b.sparse.values())
         with pytest.raises(ValueError, match="outside"):
             reader.epoch(3, start_batch=reader.num_batches + 1)
+
+
+def test_fingerprint_changes_with_files_not_with_reads(tmp_path):
+    from recmtl.data.fingerprint import data_fingerprint
+
+    write_store(tmp_path / "train")
+    first = data_fingerprint(str(tmp_path))
+    _epoch(tmp_path / "train", 1)
+    assert data_fingerprint(str(tmp_path)) == first == data_fingerprint(f"file://{tmp_path}")
+    write_store(tmp_path / "train", rows_per_file=(37, 50, 14))
+    assert data_fingerprint(str(tmp_path)) != first

@@ -1,6 +1,7 @@
 """End to end through Ray Train with 2 gloo workers, then read back what landed in MLflow."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.train import train
 from recmtl.cli import main
+from recmtl.data.fingerprint import data_fingerprint
+from recmtl.train.tracking import config_hash
 from tests.conftest import with_output
 
 pytestmark = pytest.mark.ray
@@ -29,6 +32,11 @@ def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path
     assert run.info.status == "FINISHED"
     assert run.data.params["train.num_workers"] == "2"
     assert run.data.params["model.arch"] == "mmoe"
+    tags = run.data.tags
+    assert tags["recmtl.config_hash"] == config_hash(cfg)
+    assert tags["recmtl.data_fingerprint"] == data_fingerprint(cfg.data.root)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert tags["recmtl.git_commit"].removesuffix("-dirty") == head.strip()
 
     history = client.get_metric_history(run.info.run_id, "train/loss_ctr")
     steps = [m.step for m in history]
