@@ -3,6 +3,7 @@
     recmtl <generate|train|evaluate|export|bench> CONFIG [dotted.key=value ...]
     recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti]
     recmtl bench-serving --bundle DIR --data PATH
+    recmtl prepare-census [--src CSV.gz] [--out DIR]
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="Parquet file for the scores")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "aoti"])
     p.add_argument("--keep", action="append", default=[], help="column to copy into --out")
+    p = sub.add_parser("prepare-census", help="Census-Income (KDD) CSV -> feature store + config")
+    p.add_argument("--src", default="../shared/data/census-income-kdd/census-income.test.gz")
+    p.add_argument("--out", default="data/census")
     p = sub.add_parser("bench-serving", help="p50/p99 latency of a bundle at batch 1, 64, 512")
     p.add_argument("--bundle", required=True)
     p.add_argument("--data", required=True, help="Parquet rows to score")
@@ -62,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.score import score
 
         score(args.bundle, args.data, args.out, args.backend, tuple(args.keep))
+        return 0
+    if args.command == "prepare-census":
+        from pipelines.census import prepare
+
+        prepare(args.src, args.out)
         return 0
     if args.command == "bench-serving":
         from pipelines.bench_serving import bench_serving
