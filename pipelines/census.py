@@ -74,7 +74,7 @@ def prepare(src: str | Path = DEFAULT_SRC, out: str | Path = "data/census",
     lo, hi = SPLITS["train"]
     train = frame.filter(pl.col("bucket").is_between(lo, hi - 1, closed="both")).collect()
     vocab = {c: train[c].value_counts(sort=True)[c].to_list() for c in CATEGORICAL}
-    moments = {c: (float(train[c].mean()), float(train[c].std() or 1.0)) for c in NUMERIC}
+    moments = {c: _moments(train[c].to_numpy()) for c in NUMERIC}
     encoded = frame.with_columns(
         # id 0 is reserved for values never seen in train
         *[pl.col(c).replace_strict(v, list(range(1, len(v) + 1)), default=0,
@@ -87,8 +87,9 @@ def prepare(src: str | Path = DEFAULT_SRC, out: str | Path = "data/census",
             "bucket").collect()
         (out / split).mkdir(parents=True, exist_ok=True)
         part.write_parquet(out / split / "part-00000.parquet", row_group_size=16384)
-        counts[split] = {"rows": part.height, "income_rate": float(part["income"].mean()),
-                         "marital_rate": float(part["marital"].mean()),
+        counts[split] = {"rows": part.height,
+                         "income_rate": float(part["income"].to_numpy().mean()),
+                         "marital_rate": float(part["marital"].to_numpy().mean()),
                          "unseen_ids": int(sum((part[c] == 0).sum() for c in CATEGORICAL))}
     stats = {"source": str(src), "splits": counts,
              "cardinalities": {c: len(v) + 1 for c, v in vocab.items()},
@@ -111,3 +112,9 @@ def prepare(src: str | Path = DEFAULT_SRC, out: str | Path = "data/census",
               f"marital {c['marital_rate']:.3f}, ids unseen in train {c['unseen_ids']}")
     print(f"wrote {out}/{{train,valid,test}}, stats.json and census.yaml")
     return stats
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (1 for a constant column, which then maps to 0)."""
+    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    return float(x.mean()), std or 1.0

@@ -45,36 +45,30 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
     window_rows = 0
     start = steady_start = time.perf_counter()
     mark = start
+
+    def lap(phase: str) -> None:
+        """Charges the time since the last lap to ``phase`` (only when timing phases)."""
+        nonlocal mark
+        if time_phases:
+            sync()
+            now = time.perf_counter()
+            stats.phase_seconds[phase] += now - mark
+            mark = now
+
     model.train()
     for step in range(max_steps):
         batch = next(batches, None)
         if batch is None:
             break
         batch = batch.to(device, non_blocking=True)
-        if time_phases:
-            sync()
-            now = time.perf_counter()
-            stats.phase_seconds["data"] += now - mark
-            mark = now
+        lap("data")
         loss, per_task = multitask_loss(model(batch.dense, batch.sparse), batch.labels, tasks)
-        if time_phases:
-            sync()
-            now = time.perf_counter()
-            stats.phase_seconds["forward"] += now - mark
-            mark = now
+        lap("forward")
         optimizer.zero_grad()
         loss.backward()
-        if time_phases:
-            sync()
-            now = time.perf_counter()
-            stats.phase_seconds["backward"] += now - mark
-            mark = now
+        lap("backward")
         optimizer.step()
-        if time_phases:
-            sync()
-            now = time.perf_counter()
-            stats.phase_seconds["optimizer"] += now - mark
-            mark = now
+        lap("optimizer")
         stats.steps += 1
         stats.rows += batch.size
         window_rows += batch.size
