@@ -1,4 +1,4 @@
-"""`recmtl evaluate`: a checkpoint + test Parquet -> report.json and a printed table."""
+"""`recmtl evaluate`: a checkpoint + test Parquet -> report.json, report.html, a printed table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from recmtl.config import Config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
+from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report, format_table
 from recmtl.predict import predict
 from recmtl.train.checkpoint import load_unsharded
@@ -25,5 +26,6 @@ def evaluate(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.html").write_text(render_html(report, f"recmtl: {cfg.name} ({split})"))
     print(format_table(report))
     return report

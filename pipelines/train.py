@@ -36,6 +36,7 @@ def train(cfg: Config) -> dict[str, Any]:
         mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
                             if v["auc"] is not None} | {"train_seconds": train_s})
         mlflow.log_artifact(str(run_dir / "report.json"))
+        mlflow.log_artifact(str(run_dir / "report.html"))
         mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
         example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
         model_uri = log_bundle_model(run_dir / "export", example,
@@ -46,6 +47,7 @@ def train(cfg: Config) -> dict[str, Any]:
     mlflow.end_run()
     summary = {"run_id": run_id, "tracking_uri": tracking_uri, "run_dir": str(run_dir),
                "checkpoint": str(checkpoint), "report": str(run_dir / "report.json"),
+               "report_html": str(run_dir / "report.html"),
                "export": str(run_dir / "export"), "model_uri": model_uri,
                "train_seconds": round(train_s, 1),
                "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}

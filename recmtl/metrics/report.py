@@ -5,12 +5,18 @@ Schema (``report.json``)::
     {"rows": int,
      "tasks": {task: {"auc": float | null, "oracle_auc": float | null, "logloss": float,
                       "gauc": float | null, "gauc_groups": int, "gauc_excluded_groups": int,
-                      "calibration": float | null, "ece": float,
-                      "rows": int, "positives": int, "space": str | null, "label": str}}}
+                      "calibration": float | null, "ece": float, "ne": float | null,
+                      "auc_ci95": [lo, hi] | null, "rows": int, "positives": int,
+                      "space": str | null, "label": str,
+                      "curves": {"roc": {"fpr": [...], "tpr": [...]},
+                                 "reliability": [{"predicted", "observed", "rows"}, ...],
+                                 "histogram": {"edges": [...], "counts": [...]}}}}}
 
 Each task is scored in its own sample space: CVR on clicked rows, CTR and CTCVR on all rows.
 GAUC needs a ``group`` column (``features.group``); without one its fields are null/0.
-``calibration`` is mean(p) / mean(y); ``ece`` uses 10 equal-mass bins.
+``calibration`` is mean(p) / mean(y); ``ece`` uses 10 equal-mass bins; ``ne`` is logloss over
+the base rate's entropy; ``auc_ci95`` is a percentile bootstrap over rows (``bootstrap``
+resamples; 0 turns it off).
 ``oracle_auc`` is the AUC of the true probabilities (composed tasks: the product of their
 parts' oracles) when the data carries them, else null.
 """
@@ -24,6 +30,13 @@ import numpy as np
 from recmtl.config import TaskConfig
 from recmtl.metrics.auc import auc, logloss
 from recmtl.metrics.calibration import calibration_ratio, ece_equal_mass
+from recmtl.metrics.curves import (
+    auc_interval,
+    histogram,
+    normalized_entropy,
+    reliability_bins,
+    roc_points,
+)
 from recmtl.metrics.gauc import gauc
 
 
@@ -39,7 +52,8 @@ def oracle_scores(task: TaskConfig, tasks: tuple[TaskConfig, ...],
     return None
 
 
-def build_report(tasks: tuple[TaskConfig, ...], cols: dict[str, np.ndarray]) -> dict[str, Any]:
+def build_report(tasks: tuple[TaskConfig, ...], cols: dict[str, np.ndarray],
+                 bootstrap: int = 200) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": int(len(next(iter(cols.values())))), "tasks": {}}
     for t in tasks:
         keep = cols[t.space] > 0.5 if t.space else np.ones(out["rows"], dtype=bool)
@@ -60,8 +74,19 @@ def build_report(tasks: tuple[TaskConfig, ...], cols: dict[str, np.ndarray]) -> 
             "gauc_excluded_groups": grouped.groups_excluded if grouped else 0,
             "calibration": calibration_ratio(y, p) if len(y) else None,
             "ece": ece_equal_mass(y, p) if len(y) else None,
+            "ne": normalized_entropy(y, p) if len(y) else None,
+            "auc_ci95": auc_interval(y, p, resamples=bootstrap),
+            "curves": _curves(y, p),
         }
     return out
+
+
+def _curves(y: np.ndarray, p: np.ndarray) -> dict[str, Any] | None:
+    if len(y) == 0 or y.min() == y.max():
+        return None
+    fpr, tpr = roc_points(y, p)
+    return {"roc": {"fpr": fpr.round(5).tolist(), "tpr": tpr.round(5).tolist()},
+            "reliability": reliability_bins(y, p), "histogram": histogram(p)}
 
 
 def format_table(report: dict[str, Any]) -> str:

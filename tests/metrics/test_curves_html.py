@@ -1,0 +1,84 @@
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss, roc_curve
+
+from recmtl.config import TaskConfig
+from recmtl.metrics.auc import auc
+from recmtl.metrics.calibration import ece_equal_mass
+from recmtl.metrics.curves import auc_interval, normalized_entropy, reliability_bins, roc_points
+from recmtl.metrics.html import render_html
+from recmtl.metrics.report import build_report
+
+
+def _data(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(float)
+    s = np.round(rng.random(n) * 0.7 + 0.3 * y, 2)  # ties
+    return y, s
+
+
+def test_roc_points_match_sklearn():
+    y, s = _data()
+    fpr, tpr = roc_points(y, s, max_points=10**9)
+    ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, ref_tpr, atol=1e-12)
+    thin_fpr, _ = roc_points(y, s, max_points=20)
+    assert len(thin_fpr) <= 20 and thin_fpr[0] == 0 and thin_fpr[-1] == 1
+
+
+def test_normalized_entropy_hand_worked():
+    y, s = _data()
+    p = np.clip(s, 0.01, 0.99)
+    rate = y.mean()
+    expected = log_loss(y, p) / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    assert normalized_entropy(y, p) == pytest.approx(expected, rel=1e-9)
+    assert normalized_entropy(y, np.full(len(y), rate)) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_bootstrap_interval_agrees_with_hanley_mcneil():
+    y, s = _data(n=20000, seed=1)
+    a = auc(y, s)
+    lo, hi = auc_interval(y, s, resamples=200, seed=0)
+    p, n = y.sum(), len(y) - y.sum()
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (p - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (p * n))
+    assert lo < a < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.3)
+    assert auc_interval(y, s, resamples=200, seed=0) == (lo, hi)  # seeded
+
+
+def test_reliability_bins_reproduce_the_ece():
+    y, s = _data()
+    bins = reliability_bins(y, s, bins=10)
+    assert sum(b["rows"] for b in bins) == len(y)
+    ece = sum(b["rows"] / len(y) * abs(b["predicted"] - b["observed"]) for b in bins)
+    assert ece == pytest.approx(ece_equal_mass(y, s, bins=10), abs=1e-12)
+
+
+def test_html_has_every_task_and_every_plot():
+    rng = np.random.default_rng(0)
+    n = 3000
+    click = (rng.random(n) < 0.2).astype(float)
+    conv = click * (rng.random(n) < 0.3)
+    cols = {"click": click, "conversion": conv, "group": rng.integers(0, 50, n).astype(float),
+            "pred/ctr": np.clip(0.2 + 0.1 * click + 0.05 * rng.normal(size=n), 0.01, 0.99),
+            "pred/cvr": rng.random(n)}
+    cols["pred/ctcvr"] = cols["pred/ctr"] * cols["pred/cvr"]
+    tasks = (TaskConfig("ctr", "click"), TaskConfig("cvr", "conversion", space="click"),
+             TaskConfig("ctcvr", "conversion", product_of=("ctr", "cvr")))
+    report = build_report(tasks, cols, bootstrap=50)
+    page = render_html(report)
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>")
+    svgs = re.findall(r"<svg .*?</svg>", page)
+    assert len(svgs) == 3 * len(tasks)
+    for svg in svgs:
+        ET.fromstring(svg)  # well-formed
+    for name, m in report["tasks"].items():
+        assert f'id="task-{name}"' in page and f'id="row-{name}"' in page
+        assert f"{m['auc']:.4f}" in page
+        for kind in ("roc", "calibration", "histogram"):
+            assert f'class="plot {kind}"' in page
