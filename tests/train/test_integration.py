@@ -54,7 +54,8 @@ def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path
     assert report["tasks"]["cvr"]["rows"] < report["tasks"]["ctr"]["rows"]  # clicked rows only
 
     names = _artifacts(client, run.info.run_id)
-    for expected in ("config.yaml", "report.json", "sharding_plan.txt", "export/manifest.json",
+    for expected in ("config.yaml", "report.json", "report.html", "sharding_plan.txt",
+                     "export/manifest.json",
                      "export/dense.pt2", "export/embeddings.safetensors", "export/parity.json"):
         assert expected in names
     assert set(summary["parity_max_abs_diff"]) == {"torch", "onnx"}
