@@ -122,7 +122,7 @@ def bench_single_process(cfg: Config, steps: int) -> dict[str, Any]:
                                             cfg.train, device)
             train, _ = train_readers(cfg, 0, 1)
             stats = run_epoch(dmp, optimizer, train.epoch(0), cfg.tasks, device, steps,
-                              log_every=steps, time_phases=True)
+                              log_every=steps, time_phases=True, loss=cfg.loss)
         finally:
             dist.destroy_process_group()
     phases = {k: round(v / stats.steps * 1000, 2) for k, v in stats.phase_seconds.items()}

@@ -9,6 +9,7 @@ from known probabilities, which are written beside the labels so the oracle AUC 
     p_click = sigmoid(b_c + <u, v> + quality + slot, hour, device effects + recent-category match)
     p_conversion_given_click = sigmoid(b_v + <u, M v> - price + quality + device effect)
     conversion = click * Bernoulli(p_conversion_given_click)
+    log_watch_time = click * log1p(exp(2 + 0.8 quality + 0.5 <u, v> + 0.3 match + 0.5 noise))
 
 Every split is written as several Parquet part files with row groups sized for streaming.
 Deterministic by seed: the same config and seed give byte-identical columns.
@@ -124,6 +125,12 @@ def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id:
     click = rng.random(n) < p_click
     conversion = click & (rng.random(n) < p_conv)
 
+    # Watch time of clicked impressions, log1p(seconds): a regression target. Its noise has its
+    # own generator so that adding it left every other column unchanged.
+    noise = np.random.default_rng([first_id, 7]).normal(size=n)
+    log_watch = click * np.log1p(np.exp(2.0 + 0.8 * quality + 0.5 * np.einsum("nk,nk->n", u, v)
+                                        + 0.3 * match + 0.5 * noise))
+
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     columns: dict[str, pa.Array] = {
         "impression_id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
@@ -145,6 +152,7 @@ def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id:
         "conversion": pa.array(conversion.astype(np.int8)),
         "p_click": pa.array(p_click.astype(np.float32)),
         "p_conversion_given_click": pa.array(p_conv.astype(np.float32)),
+        "log_watch_time": pa.array(log_watch.astype(np.float32)),
     }
     # Extra columns widen the workload (benchmarks) without changing the funnel.
     for i, cardinality in enumerate(extra_sparse):

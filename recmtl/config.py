@@ -58,25 +58,42 @@ class FeaturesConfig:
 class TaskConfig:
     """One prediction task.
 
-    ``space``: a label column that must be 1 for a row to belong to this task's sample space
-    (CVR lives on clicked rows). ``product_of``: entire-space composition, the task's
-    probability is the product of those tasks' probabilities (ESMM: ctcvr = ctr x cvr).
-    ``oracle``: a column with the true probability, when the data carries one.
+    ``kind``: binary (sigmoid + BCE) or regression (the head's output itself, squared error;
+    e.g. log watch time). ``space``: a label column that must be 1 for a row to belong to this
+    task's sample space (CVR lives on clicked rows). ``product_of``: entire-space composition,
+    the task's probability is the product of those tasks' probabilities (ESMM: ctcvr = ctr x
+    cvr). ``oracle``: a column with the true probability, when the data carries one.
+    ``escm2``: for a binary task with a ``space``, replace the naive loss on that space by an
+    entire-space counterfactual one (ESCM2, Wang et al. SIGIR 2022): ``ips`` weights each
+    in-space row by 1 / propensity, ``dr`` adds an imputation head (doubly robust). The
+    propensity is the probability of the task whose label is ``space``, detached and clipped
+    below at ``loss.propensity_clip``.
     """
 
     name: str
     label: str
     loss_weight: float = 1.0
+    kind: str = "binary"  # binary | regression
     space: str | None = None
     product_of: tuple[str, ...] = ()
     oracle: str | None = None
+    escm2: str = "none"  # none | ips | dr
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``arch``: shared_bottom (one MLP of ``expert_layers``), mmoe (``num_experts`` shared
+    """The dense part: interaction -> backbone -> one tower per base task.
+
+    ``arch``: shared_bottom (one MLP of ``expert_layers``), mmoe (``num_experts`` shared
     experts), ple (``num_levels`` CGC levels, each with ``task_experts`` per task and
-    ``num_experts`` shared experts)."""
+    ``num_experts`` shared experts), home (two levels: ``num_experts`` global experts,
+    ``group_experts`` per task group in ``task_groups``, ``task_experts`` per task; switches
+    ``expert_norm``, ``feature_gate``, ``self_gate``), adatt (``num_levels`` fusion levels with
+    ``task_experts`` per task and ``num_experts`` shared, a residual of the task's own experts
+    when ``adatt_residual``). ``gate``: softmax or dselect_k (``dselect_k`` experts per gate,
+    Hazimeh et al. 2021) for every gate of mmoe, ple, home and adatt. ``transfer``: aitm passes
+    information from each base task's tower to the next one's (Xi et al. KDD 2021), in task order.
+    """
 
     arch: str = "mmoe"
     interaction: str = "dot"  # dot (pairwise dot products of pooled embeddings) | none
@@ -85,6 +102,32 @@ class ModelConfig:
     tower_layers: tuple[int, ...] = (64,)
     num_levels: int = 2
     task_experts: int = 1
+    gate: str = "softmax"  # softmax | dselect_k
+    dselect_k: int = 2
+    group_experts: int = 1
+    task_groups: tuple[tuple[str, ...], ...] = ()  # HoME meta-categories; empty: one group of all
+    expert_norm: bool = True  # HoME: experts as Swish(BatchNorm(Linear)); false: ReLU(Linear)
+    feature_gate: bool = True  # HoME: each expert reads x * 2 sigmoid(x B A), starting at 1
+    feature_gate_rank: int = 4
+    self_gate: bool = True  # HoME: residual of each group's/task's own experts between levels
+    adatt_residual: bool = True
+    transfer: str = "none"  # none | aitm
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """How the per-task losses combine.
+
+    ``weighting``: fixed (``tasks[].loss_weight``), uncertainty (Kendall et al. 2018: learned
+    ``exp(-s_t) L_t + s_t``, times the fixed weights) or pcgrad (Yu et al. 2020: the per-task
+    gradients of the shared dense parameters are projected off each other where they
+    conflict). ``calibrator_weight``: AITM's penalty ``max(p_t - p_{t-1}, 0)`` along the base
+    tasks in order (a conversion is never likelier than the click before it).
+    """
+
+    weighting: str = "fixed"  # fixed | uncertainty | pcgrad
+    calibrator_weight: float = 0.0
+    propensity_clip: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -159,6 +202,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -175,7 +219,12 @@ class Config:
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "home", "adatt")
+GATES = ("softmax", "dselect_k")
+TRANSFERS = ("none", "aitm")
+TASK_KINDS = ("binary", "regression")
+ESCM2 = ("none", "ips", "dr")
+WEIGHTINGS = ("fixed", "uncertainty", "pcgrad")
 INTERACTIONS = ("dot", "none")
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
 POOLINGS = ("sum", "mean")
@@ -317,6 +366,7 @@ def _check(cfg: Config, source: str) -> None:
         fail("model: num_experts and num_levels must be >= 1, task_experts >= 0")
     if not cfg.model.expert_layers:
         fail("model.expert_layers: at least one layer is required")
+    _check_model_and_loss(cfg, fail)
     if cfg.model.interaction not in INTERACTIONS:
         fail(f"model.interaction: {cfg.model.interaction!r} not in {INTERACTIONS}")
     if cfg.model.interaction == "dot" and len({tables[f.table].dim for f in cfg.features.sparse}) > 1:
@@ -327,6 +377,44 @@ def _check(cfg: Config, source: str) -> None:
         fail(f"train.device: {cfg.train.device!r} not in ('cpu', 'cuda')")
     if cfg.train.num_workers < 1 or cfg.train.epochs < 1 or cfg.data.batch_size < 1:
         fail("train.num_workers, train.epochs and data.batch_size must be >= 1")
+
+
+def _check_model_and_loss(cfg: Config, fail: typing.Callable[[str], None]) -> None:
+    model, tasks = cfg.model, {t.name: t for t in cfg.tasks}
+    base = cfg.base_tasks()
+    for name, value, allowed in (("model.gate", model.gate, GATES),
+                                 ("model.transfer", model.transfer, TRANSFERS),
+                                 ("loss.weighting", cfg.loss.weighting, WEIGHTINGS)):
+        if value not in allowed:
+            fail(f"{name}: {value!r} not in {allowed}")
+    if model.gate == "dselect_k" and model.dselect_k < 1:
+        fail("model.dselect_k: must be >= 1")
+    if model.group_experts < 0 or model.feature_gate_rank < 1:
+        fail("model: group_experts must be >= 0, feature_gate_rank >= 1")
+    grouped = [name for group in model.task_groups for name in group]
+    if model.task_groups and sorted(grouped) != sorted(base):
+        fail(f"model.task_groups: must hold every base task {base} exactly once, got {grouped}")
+    if model.transfer == "aitm" and len(base) < 2:
+        fail("model.transfer: aitm needs at least two base tasks")
+    if cfg.loss.calibrator_weight < 0 or not 0 < cfg.loss.propensity_clip <= 1:
+        fail("loss: calibrator_weight must be >= 0 and 0 < propensity_clip <= 1")
+    for t in cfg.tasks:
+        where = f"tasks.{t.name}"
+        if t.kind not in TASK_KINDS:
+            fail(f"{where}.kind: {t.kind!r} not in {TASK_KINDS}")
+        if t.escm2 not in ESCM2:
+            fail(f"{where}.escm2: {t.escm2!r} not in {ESCM2}")
+        if t.kind == "regression" and (t.product_of or t.escm2 != "none" or t.oracle):
+            fail(f"{where}: a regression task cannot be composed, use escm2 or an oracle")
+        if any(tasks[k].kind != "binary" for k in t.product_of):
+            fail(f"{where}.product_of: only binary tasks compose into a probability")
+        if t.escm2 != "none":
+            if t.space is None or t.product_of:
+                fail(f"{where}.escm2: needs a base task with a space (the CVR task)")
+            if not [p for p in cfg.tasks if p.label == t.space and p.space is None
+                    and not p.product_of and p.kind == "binary"]:
+                fail(f"{where}.escm2: no base binary task over all rows has label {t.space!r} "
+                     "(the propensity)")
 
 
 def _to_plain(value: Any) -> Any:

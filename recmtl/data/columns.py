@@ -44,7 +44,7 @@ class Columns:
             dense[:, j] = table.column(name).to_numpy()
         return cls(
             n=n, ids=ids, offsets=offsets, dense=dense,
-            labels={c: table.column(c).to_numpy() for c in schema.labels},
+            labels={c: table.column(c).to_numpy() for c in (*schema.labels, *schema.targets)},
             group=None if schema.group is None else table.column(schema.group).to_numpy(),
             extras={c: table.column(c).to_numpy() for c in schema.extras},
         )

@@ -16,7 +16,8 @@ class SparseColumn:
 
 @dataclass(frozen=True)
 class FeatureSchema:
-    """Column roles in the training Parquet: sparse ids, dense floats, {0,1} labels and extras."""
+    """Column roles in the training Parquet: sparse ids, dense floats, {0,1} labels, regression
+    targets (finite floats) and extras."""
 
     sparse: tuple[SparseColumn, ...]
     dense: tuple[str, ...]
@@ -25,10 +26,13 @@ class FeatureSchema:
     extras: tuple[str, ...] = ()  # float columns carried along, e.g. oracle probabilities
     # (child, parent) label pairs where child = 1 requires parent = 1 (conversion needs click)
     label_implies: tuple[tuple[str, str], ...] = ()
+    targets: tuple[str, ...] = ()  # regression labels, delivered beside the labels
+
 
     @property
     def columns(self) -> list[str]:
         cols = [s.name for s in self.sparse] + list(self.dense) + list(self.labels)
+        cols += [c for c in self.targets if c not in cols]
         cols += [c for c in (self.group,) if c and c not in cols]
         cols += [c for c in self.extras if c not in cols]
         return cols
@@ -38,10 +42,12 @@ class FeatureSchema:
         tables = {t.name: t for t in cfg.features.tables}
         labels: list[str] = []
         for t in cfg.tasks:
-            for col in (t.label, t.space):
+            for col in (t.label if t.kind == "binary" else None, t.space):
                 if col and col not in labels:
                     labels.append(col)
-        implies = tuple((t.label, t.space) for t in cfg.tasks if t.space and t.space != t.label)
+        targets = tuple(dict.fromkeys(t.label for t in cfg.tasks if t.kind == "regression"))
+        implies = tuple((t.label, t.space) for t in cfg.tasks
+                        if t.space and t.space != t.label and t.kind == "binary")
         extras = tuple(t.oracle for t in cfg.tasks if t.oracle) if with_extras else ()
         return cls(
             sparse=tuple(
@@ -53,4 +59,5 @@ class FeatureSchema:
             group=cfg.features.group,
             extras=extras,
             label_implies=implies,
+            targets=tuple(c for c in targets if c not in labels),
         )

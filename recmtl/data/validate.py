@@ -41,6 +41,10 @@ def check_file_schema(path: str, file_schema: pa.Schema, schema: FeatureSchema) 
     for col in schema.dense + schema.extras:
         t = typ(col)
         need(col, t is not None and pa.types.is_floating(t), "floating-point values")
+    for col in schema.targets:
+        t = typ(col)
+        need(col, t is not None and (pa.types.is_floating(t) or pa.types.is_integer(t)),
+             "numeric regression targets")
     for col in schema.labels:
         t = typ(col)
         need(col, t is not None and (pa.types.is_integer(t) or pa.types.is_boolean(t)),
@@ -65,6 +69,7 @@ def check_nulls(table: pa.Table, schema: FeatureSchema, where: str, first_row: i
     expectations = {s.name: f"ids in [0, {s.num_embeddings})" for s in schema.sparse}
     expectations |= dict.fromkeys(schema.dense + schema.extras, "finite floats")
     expectations |= dict.fromkeys(schema.labels, "labels in {0, 1}")
+    expectations |= dict.fromkeys(schema.targets, "finite regression targets")
     if schema.group:
         expectations[schema.group] = "non-null group ids"
     lists = {s.name for s in schema.sparse if s.multi_valued}
@@ -110,7 +115,14 @@ def check_values(cols: Columns, schema: FeatureSchema, where: str, first_row: in
         if not np.isfinite(x).all():
             bad = ~np.isfinite(x)
             _fail(where, col, bad, x[bad][0], "are NaN or infinite", "finite floats", first_row)
-    for col, y in cols.labels.items():
+    for col in schema.targets:
+        y = cols.labels[col]
+        if not np.isfinite(y).all():
+            bad = ~np.isfinite(y)
+            _fail(where, col, bad, y[bad][0], "are NaN or infinite", "finite regression targets",
+                  first_row)
+    for col in schema.labels:
+        y = cols.labels[col]
         if len(y) and (y.min() < 0 or y.max() > 1):
             bad = (y != 0) & (y != 1)
             _fail(where, col, bad, y[bad][0], "are not 0 or 1", "labels in {0, 1}", first_row)

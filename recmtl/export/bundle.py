@@ -126,13 +126,15 @@ def _write_table_parquet(weight: torch.Tensor, path: Path) -> None:
 
 
 def _task_entry(t: TaskConfig) -> dict[str, Any]:
-    if t.product_of:
+    if t.kind == "regression":
+        meaning = f"E[{t.label}" + (f" | {t.space}=1]" if t.space else "]")
+    elif t.product_of:
         meaning = f"P({t.label}=1) = " + " x ".join(t.product_of)
     elif t.space:
         meaning = f"P({t.label}=1 | {t.space}=1)"
     else:
         meaning = f"P({t.label}=1)"
-    return {"name": t.name, "label": t.label, "space": t.space,
+    return {"name": t.name, "kind": t.kind, "label": t.label, "space": t.space,
             "product_of": list(t.product_of), "meaning": meaning}
 
 

@@ -10,8 +10,13 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from recmtl.config import Config, ModelConfig
+from recmtl.losses import imputation_output
+from recmtl.modules.adatt import AdaTT, AdaTTLevel
+from recmtl.modules.aitm import AITMTransfer
+from recmtl.modules.gates import DSelectKGate, SoftmaxGate
+from recmtl.modules.home import HoME, SelfGate
 from recmtl.modules.interaction import DotInteraction
-from recmtl.modules.mlp import MLP, BatchedExperts
+from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
 from recmtl.modules.mmoe import MMoE
 from recmtl.modules.ple import PLE, CGCLevel
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
@@ -20,31 +25,94 @@ from recmtl.modules.shared_bottom import SharedBottom
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 
 
-def _mmoe(model: ModelConfig, in_features: int, num_tasks: int) -> MMoE:
-    experts = BatchedExperts(in_features, model.expert_layers, model.num_experts)
-    return MMoE(experts, in_features, num_tasks)
+def _gate(model: ModelConfig, in_features: int, num_experts: int, num_gates: int = 1) -> nn.Module:
+    if model.gate == "dselect_k":
+        return DSelectKGate(in_features, num_gates, num_experts, k=min(model.dselect_k, num_experts))
+    return SoftmaxGate(in_features, num_gates, num_experts)
 
 
-def _shared_bottom(model: ModelConfig, in_features: int, num_tasks: int) -> SharedBottom:
-    return SharedBottom(MLP(in_features, model.expert_layers), num_tasks)
+def _experts(model: ModelConfig, in_features: int, count: int, home: bool = False
+             ) -> nn.Module | None:
+    """``count`` batched experts (None for zero); HoME's norm and feature gate when asked."""
+    if count == 0:
+        return None
+    experts = BatchedExperts(in_features, model.expert_layers, count,
+                             normalize=home and model.expert_norm)
+    if home and model.feature_gate:
+        return GatedExperts(experts, FeatureGate(in_features, count, model.feature_gate_rank))
+    return experts
 
 
-def _ple(model: ModelConfig, in_features: int, num_tasks: int) -> PLE:
+def _mmoe(model: ModelConfig, in_features: int, tasks: list[str]) -> MMoE:
+    experts = _experts(model, in_features, model.num_experts)
+    assert experts is not None
+    return MMoE(experts, _gate(model, in_features, model.num_experts, num_gates=len(tasks)))
+
+
+def _shared_bottom(model: ModelConfig, in_features: int, tasks: list[str]) -> SharedBottom:
+    return SharedBottom(MLP(in_features, model.expert_layers), len(tasks))
+
+
+def _ple(model: ModelConfig, in_features: int, tasks: list[str]) -> PLE:
     levels, width = [], in_features
+    k, shared_count = model.task_experts, model.num_experts
     for level in range(model.num_levels):
-        task_experts = [BatchedExperts(width, model.expert_layers, model.task_experts)
-                        if model.task_experts else None for _ in range(num_tasks)]
-        shared = BatchedExperts(width, model.expert_layers, model.num_experts)
-        levels.append(CGCLevel(task_experts, shared, width,
-                               with_shared_gate=level < model.num_levels - 1))
-        width = shared.output_dim
-    return PLE(levels, num_tasks)
+        shared = _experts(model, width, shared_count)
+        assert shared is not None
+        inner = level < model.num_levels - 1
+        levels.append(CGCLevel(
+            [_experts(model, width, k) for _ in tasks], shared,
+            [_gate(model, width, k + shared_count) for _ in tasks],
+            _gate(model, width, len(tasks) * k + shared_count) if inner else None))
+        width = int(shared.output_dim)  # type: ignore[arg-type]
+    return PLE(levels, len(tasks))
 
 
-BACKBONES: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
+def _adatt(model: ModelConfig, in_features: int, tasks: list[str]) -> AdaTT:
+    levels, width = [], in_features
+    k, shared_count = max(1, model.task_experts), model.num_experts
+    total = len(tasks) * k + shared_count
+    for level in range(model.num_levels):
+        own = [_experts(model, width, k) for _ in tasks]
+        inner = level < model.num_levels - 1
+        levels.append(AdaTTLevel(
+            own, _experts(model, width, shared_count),  # type: ignore[arg-type]
+            [_gate(model, width, total) for _ in tasks],
+            _gate(model, width, total) if inner else None, residual=model.adatt_residual))
+        width = model.expert_layers[-1]
+    return AdaTT(levels, len(tasks))
+
+
+def _home(model: ModelConfig, in_features: int, tasks: list[str]) -> HoME:
+    groups = [list(g) for g in model.task_groups] or [list(tasks)]
+    task_group = [next(i for i, g in enumerate(groups) if t in g) for t in tasks]
+    n_global, n_group, n_task = model.num_experts, model.group_experts, model.task_experts
+    hidden = model.expert_layers[-1]
+
+    def self_gate(width: int, count: int) -> SelfGate | None:
+        return SelfGate(width, count) if model.self_gate and count else None
+
+    return HoME(
+        task_group=task_group,
+        global1=_experts(model, in_features, n_global, home=True),  # type: ignore[arg-type]
+        groups1=[_experts(model, in_features, n_group, home=True) for _ in groups],
+        global2=_experts(model, hidden, n_global, home=True),  # type: ignore[arg-type]
+        groups2=[_experts(model, hidden, n_group, home=True) for _ in groups],
+        tasks2=[_experts(model, hidden, n_task, home=True) for _ in tasks],
+        group_gates=[_gate(model, in_features, n_global + n_group) for _ in groups],
+        global_gate=_gate(model, in_features, n_global + n_group * len(groups)),
+        task_gates=[_gate(model, hidden, n_global + n_group + n_task) for _ in tasks],
+        group_self_gates=[self_gate(in_features, n_group) for _ in groups],
+        task_self_gates=[self_gate(hidden, n_task) for _ in tasks],
+    )
+
+
+BACKBONES: dict[str, Callable[[ModelConfig, int, list[str]], nn.Module]] = {
     "shared_bottom": _shared_bottom,
     "mmoe": _mmoe,
     "ple": _ple,
+    "home": _home,
+    "adatt": _adatt,
 }
 
 
@@ -79,10 +147,13 @@ def build_dense_ranker(cfg: Config) -> DenseRanker:
     tasks = cfg.base_tasks()
     interaction = build_interaction(cfg)
     in_features = int(getattr(interaction, "output_dim", pooled_width(cfg))) + len(cfg.features.dense)
-    backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, len(tasks))
+    backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, tasks)
     width = int(backbone.output_dim)  # type: ignore[arg-type]
     towers = [MLP(width, cfg.model.tower_layers) for _ in tasks]
-    return DenseRanker(interaction, backbone, towers, tasks)
+    transfer = (AITMTransfer(towers[0].output_dim, len(tasks))
+                if cfg.model.transfer == "aitm" else None)
+    aux = {imputation_output(t.name): t.name for t in cfg.tasks if t.escm2 == "dr"}
+    return DenseRanker(interaction, backbone, towers, tasks, transfer=transfer, aux_outputs=aux)
 
 
 def build_model(cfg: Config, embedding_device: str | torch.device = "cpu",
@@ -95,4 +166,6 @@ def build_model(cfg: Config, embedding_device: str | torch.device = "cpu",
     dense_ranker = build_dense_ranker(cfg)
     embeddings = EmbeddingBagCollection(tables=embedding_configs(cfg),
                                         device=torch.device(embedding_device))
-    return MultiTaskRanker(embeddings, dense_ranker, [f.name for f in cfg.features.sparse])
+    log_vars = len(cfg.tasks) if cfg.loss.weighting == "uncertainty" else 0
+    return MultiTaskRanker(embeddings, dense_ranker, [f.name for f in cfg.features.sparse],
+                           num_loss_log_vars=log_vars)

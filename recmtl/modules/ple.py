@@ -11,30 +11,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recmtl.modules.mlp import BatchedExperts
+from recmtl.modules.gates import mix_experts
+from recmtl.modules.levels import LevelStack
 
 
 class CGCLevel(nn.Module):
     """One Customized Gate Control level.
 
     Args:
-        task_experts: one ``BatchedExperts`` per task (may hold zero experts: pass None).
+        task_experts: one expert module per task, ``[B, in] -> [k_t, B, D]`` (None: no experts).
         shared_experts: experts shared by all tasks, ``[E_s, B, D]``.
-        in_features: width of this level's inputs.
-        with_shared_gate: also produce the shared output (every level but the last).
+        task_gates: per task one gate (``num_gates=1``) over its ``k_t + E_s`` experts.
+        shared_gate: one gate over every expert of the level (None on the last level).
     """
 
-    def __init__(self, task_experts: list[BatchedExperts | None], shared_experts: BatchedExperts,
-                 in_features: int, with_shared_gate: bool) -> None:
+    def __init__(self, task_experts: list[nn.Module | None], shared_experts: nn.Module,
+                 task_gates: list[nn.Module], shared_gate: nn.Module | None) -> None:
         super().__init__()
         self.task_experts = nn.ModuleList(e if e is not None else nn.Identity() for e in task_experts)
-        self.task_counts = [0 if e is None else e.num_experts for e in task_experts]
+        self.task_counts = [0 if e is None else int(e.num_experts)  # type: ignore[arg-type]
+                            for e in task_experts]
         self.shared_experts = shared_experts
-        n_shared = shared_experts.num_experts
-        self.gates = nn.ModuleList(nn.Linear(in_features, k + n_shared) for k in self.task_counts)
-        self.shared_gate = (nn.Linear(in_features, sum(self.task_counts) + n_shared)
-                            if with_shared_gate else None)
-        self.output_dim = shared_experts.output_dim
+        self.gates = nn.ModuleList(task_gates)
+        self.shared_gate = shared_gate
+        self.output_dim = int(shared_experts.output_dim)  # type: ignore[arg-type]
 
     def forward(self, task_inputs: list[torch.Tensor], shared_input: torch.Tensor
                 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -44,29 +44,12 @@ class CGCLevel(nn.Module):
         outputs, own_iter = [], iter(own)
         for t, (gate, k) in enumerate(zip(self.gates, self.task_counts, strict=True)):
             experts = torch.cat([next(own_iter), shared]) if k else shared
-            weights = torch.softmax(gate(task_inputs[t]), dim=-1)  # [B, k + E_s]
-            outputs.append(torch.einsum("be,ebd->bd", weights, experts))
+            outputs.append(mix_experts(gate(task_inputs[t]), experts)[0])
         shared_out = None
         if self.shared_gate is not None:
-            everything = torch.cat([*own, shared])
-            weights = torch.softmax(self.shared_gate(shared_input), dim=-1)
-            shared_out = torch.einsum("be,ebd->bd", weights, everything)
+            shared_out = mix_experts(self.shared_gate(shared_input), torch.cat([*own, shared]))[0]
         return outputs, shared_out
 
 
-class PLE(nn.Module):
+class PLE(LevelStack):
     """``[B, in_features] -> [T, B, D]`` through ``len(levels)`` CGC levels."""
-
-    def __init__(self, levels: list[CGCLevel], num_tasks: int) -> None:
-        super().__init__()
-        self.levels = nn.ModuleList(levels)
-        self.num_tasks = num_tasks
-        self.output_dim = levels[-1].output_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        task_inputs: list[torch.Tensor] = [x] * self.num_tasks
-        shared: torch.Tensor | None = x
-        for level in self.levels:
-            assert shared is not None  # only the last level drops its shared output
-            task_inputs, shared = level(task_inputs, shared)
-        return torch.stack(task_inputs)

@@ -15,31 +15,44 @@ from recmtl.modules.mlp import MLP
 
 
 class DenseRanker(nn.Module):
-    """``pooled [B, P], dense [B, D] -> {task: logit [B]}``.
+    """``pooled [B, P], dense [B, D] -> {output: [B]}``: one logit (binary) or value
+    (regression) per task, plus auxiliary outputs.
 
     Args:
         interaction: ``[B, P] -> [B, I]`` applied to pooled embeddings (identity for none).
         backbone: ``[B, I + D] -> [T, B, H]`` (MMoE, ...), one representation per task.
         towers: one module per task mapping ``[B, H] -> [B, tower width]``.
         tasks: task names, in the backbone's task order.
+        transfer: optional ``T x [B, W] -> T x [B, W]`` between towers and heads (AITM).
+        aux_outputs: ``{output name: task}``: an extra linear head on that task's tower
+            (e.g. ESCM2-DR's imputed error), returned beside the task logits.
     """
 
     def __init__(self, interaction: nn.Module, backbone: nn.Module, towers: list[MLP],
-                 tasks: list[str]) -> None:
+                 tasks: list[str], transfer: nn.Module | None = None,
+                 aux_outputs: dict[str, str] | None = None) -> None:
         super().__init__()
         self.interaction = interaction
         self.backbone = backbone
         self.towers = nn.ModuleList(towers)
+        self.transfer = transfer
         self.heads = nn.ModuleList(nn.Linear(t.output_dim, 1) for t in towers)
         self.tasks = list(tasks)
+        self.aux_outputs = dict(aux_outputs or {})
+        self.aux_heads = nn.ModuleDict({
+            name: nn.Linear(towers[self.tasks.index(task)].output_dim, 1)
+            for name, task in self.aux_outputs.items()})
 
     def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         per_task = self.backbone(torch.cat([self.interaction(pooled), dense], dim=1))
-        return {
-            name: head(tower(per_task[i])).squeeze(-1)
-            for i, (name, tower, head) in enumerate(
-                zip(self.tasks, self.towers, self.heads, strict=True))
-        }
+        reps = [tower(per_task[i]) for i, tower in enumerate(self.towers)]
+        if self.transfer is not None:
+            reps = self.transfer(reps)
+        out = {name: head(rep).squeeze(-1)
+               for name, head, rep in zip(self.tasks, self.heads, reps, strict=True)}
+        for name, task in self.aux_outputs.items():
+            out[name] = self.aux_heads[name](reps[self.tasks.index(task)]).squeeze(-1)
+        return out
 
 
 class MultiTaskRanker(nn.Module):
@@ -48,14 +61,20 @@ class MultiTaskRanker(nn.Module):
     Pooled embeddings are taken from the ``KeyedTensor`` by feature name in ``feature_order``:
     under table-wise sharding torchrec returns keys grouped by rank, so positional
     ``.values()`` would silently permute features against the unsharded model.
+
+    ``loss_log_vars`` (uncertainty weighting: one learned log variance per task) is not used by
+    ``forward``; it lives here so that it is replicated, optimised and checkpointed with the
+    dense parameters.
     """
 
     def __init__(self, embeddings: EmbeddingBagCollection, dense_ranker: DenseRanker,
-                 feature_order: list[str]) -> None:
+                 feature_order: list[str], num_loss_log_vars: int = 0) -> None:
         super().__init__()
         self.embeddings = embeddings
         self.dense_ranker = dense_ranker
         self.feature_order = list(feature_order)
+        self.loss_log_vars = (nn.Parameter(torch.zeros(num_loss_log_vars))
+                              if num_loss_log_vars else None)
 
     def pooled(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         by_name = self.embeddings(sparse).to_dict()

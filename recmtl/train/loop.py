@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from recmtl.config import TaskConfig
+from recmtl.config import LossConfig, TaskConfig
 from recmtl.data.batch import Batch
-from recmtl.losses import multitask_loss
+from recmtl.losses import task_losses, weighted_terms
+from recmtl.train.pcgrad import PCGrad
 
 PHASES = ("data", "forward", "backward", "optimizer")
 
@@ -35,10 +37,21 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
               tasks: tuple[TaskConfig, ...], device: torch.device, max_steps: int,
               log_every: int, on_log: Callable[[int, list[float], int], None] | None = None,
               warmup_steps: int = 5, time_phases: bool = False,
-              after_step: Callable[[int], None] | None = None) -> EpochStats:
+              after_step: Callable[[int], None] | None = None,
+              loss: LossConfig | None = None) -> EpochStats:
     """Trains up to ``max_steps`` steps. ``on_log(step, mean task losses, rows)`` is called
     every ``log_every`` steps and at the end, the only places the step syncs with the host;
-    ``after_step(steps done)`` after every step (checkpoints, fault drills)."""
+    ``after_step(steps done)`` after every step (checkpoints, fault drills).
+
+    ``loss`` picks the weighting: uncertainty reads the ranker's ``loss_log_vars``; pcgrad
+    projects the per-task gradients of the backbone (the shared dense parameters).
+    """
+    loss = loss or LossConfig()
+    ranker: Any = getattr(model, "module", model)  # DMP exposes the unwrapped ranker as .module
+    log_vars = getattr(ranker, "loss_log_vars", None)
+    pcgrad = None
+    if loss.weighting == "pcgrad":
+        pcgrad = PCGrad(list(ranker.dense_ranker.backbone.parameters()))
     stats = EpochStats()
     sync = torch.cuda.synchronize if (time_phases and device.type == "cuda") else (lambda: None)
     window: list[torch.Tensor] = []
@@ -62,17 +75,23 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
             break
         batch = batch.to(device, non_blocking=True)
         lap("data")
-        loss, per_task = multitask_loss(model(batch.dense, batch.sparse), batch.labels, tasks)
+        losses = task_losses(model(batch.dense, batch.sparse), batch.labels, tasks, loss)
+        terms = weighted_terms(losses, tasks, loss, log_vars)
+        total = torch.stack(list(terms.values())).sum()
         lap("forward")
         optimizer.zero_grad()
-        loss.backward()
+        if pcgrad is not None:
+            pcgrad.prepare(list(terms.values()))
+        total.backward()
+        if pcgrad is not None:
+            pcgrad.apply()
         lap("backward")
         optimizer.step()
         lap("optimizer")
         stats.steps += 1
         stats.rows += batch.size
         window_rows += batch.size
-        window.append(torch.stack([per_task[t.name] for t in tasks]))
+        window.append(torch.stack([losses[t.name].detach() for t in tasks]))
         if step + 1 == warmup_steps:
             steady_start = time.perf_counter()
             stats.steady_rows = -stats.rows

@@ -48,13 +48,15 @@ def worker_device(cfg: Config) -> torch.device:
 
 def validation_auc(cfg: Config, model: torch.nn.Module, reader: ParquetBatchReader,
                    device: torch.device) -> dict[str, float | None]:
-    """AUC per task in its sample space over all ranks' validation shards (collective)."""
+    """AUC per binary task in its sample space over all ranks' validation shards (collective)."""
     local = predict(model, reader.epoch(0), cfg.tasks, device)
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, local)
     cols = {k: np.concatenate([g[k] for g in gathered]) for k in local}
     out: dict[str, float | None] = {}
     for t in cfg.tasks:
+        if t.kind != "binary":
+            continue
         keep = cols[t.space] > 0.5 if t.space else slice(None)
         out[t.name] = auc(cols[t.label][keep], cols[f"pred/{t.name}"][keep])
     return out
@@ -126,7 +128,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
         stats = run_epoch(dmp, optimizer, train_reader.epoch(epoch, first), cfg.tasks, device,
                           steps_per_epoch - first, cfg.train.log_every, on_log,
-                          after_step=after_step)
+                          after_step=after_step, loss=cfg.loss)
         bar.close()
         global_step += stats.steps
         counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)

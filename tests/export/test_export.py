@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recmtl.cli import main
-from recmtl.config import ARCHITECTURES
+from recmtl.config import ARCHITECTURES, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.bundle import export_bundle
@@ -21,6 +21,7 @@ from recmtl.export.parity import ParityError, check_parity, kjt_to_csr
 from recmtl.export.scorer import BundleError, BundleScorer
 from recmtl.losses import task_probabilities
 from recmtl.models.builder import build_model
+from tests.objectives import OBJECTIVES
 
 ROWS = 300
 
@@ -165,6 +166,17 @@ def test_every_architecture_exports_with_parity_on_both_backends(arch, smoke_cfg
     for backend in ("torch", "onnx"):
         diffs = check_parity(model, BundleScorer(tmp_path, backend), batch, cfg.tasks, atol=1e-5)
         assert max(diffs.values()) <= 1e-5
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_every_objective_exports_with_parity(name, smoke_cfg, tmp_path):
+    cfg = load_config("configs/smoke.yaml", [f"data.root={smoke_cfg.data.root}", *OBJECTIVES[name]])
+    cfg, model, batch, manifest = _export(cfg, tmp_path, seed=5)
+    assert [t["name"] for t in manifest["tasks"]] == [t.name for t in cfg.tasks]
+    for backend in ("torch", "onnx"):
+        scorer = BundleScorer(tmp_path, backend)
+        diffs = check_parity(model, scorer, batch, cfg.tasks, atol=1e-5)
+        assert set(diffs) == {t.name for t in cfg.tasks} and max(diffs.values()) <= 1e-5
 
 
 def test_mlflow_model_logs_with_signature_and_registers(exported, smoke_cfg, tmp_path):

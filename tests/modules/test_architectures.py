@@ -2,6 +2,7 @@
 
 import torch
 
+from recmtl.modules.gates import SoftmaxGate
 from recmtl.modules.mlp import MLP, BatchedExperts
 from recmtl.modules.mmoe import MMoE
 from recmtl.modules.ple import PLE, CGCLevel
@@ -11,7 +12,7 @@ from recmtl.modules.shared_bottom import SharedBottom
 def test_mmoe_with_one_expert_equals_shared_bottom():
     torch.manual_seed(0)
     experts = BatchedExperts(6, [5, 3], num_experts=1).double()
-    mmoe = MMoE(experts, in_features=6, num_tasks=2).double()
+    mmoe = MMoE(experts, SoftmaxGate(6, num_gates=2, num_experts=1)).double()
     bottom = MLP(6, [5, 3]).double()
     linears = [m for m in bottom.layers if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
@@ -25,12 +26,13 @@ def test_mmoe_with_one_expert_equals_shared_bottom():
 def test_cgc_without_task_experts_equals_mmoe():
     torch.manual_seed(0)
     experts = BatchedExperts(6, [4], num_experts=3).double()
-    mmoe = MMoE(experts, in_features=6, num_tasks=2).double()
-    level = CGCLevel([None, None], experts, in_features=6, with_shared_gate=False).double()
+    mmoe = MMoE(experts, SoftmaxGate(6, num_gates=2, num_experts=3)).double()
+    level = CGCLevel([None, None], experts, [SoftmaxGate(6, 1, 3) for _ in range(2)],
+                     shared_gate=None).double()
     with torch.no_grad():
         for t, gate in enumerate(level.gates):
-            gate.weight.copy_(mmoe.gates.weight[t * 3:(t + 1) * 3])
-            gate.bias.copy_(mmoe.gates.bias[t * 3:(t + 1) * 3])
+            gate.proj.weight.copy_(mmoe.gate.proj.weight[t * 3:(t + 1) * 3])
+            gate.proj.bias.copy_(mmoe.gate.proj.bias[t * 3:(t + 1) * 3])
     x = torch.randn(8, 6, dtype=torch.float64)
     torch.testing.assert_close(PLE([level], num_tasks=2)(x), mmoe(x))
 
@@ -38,9 +40,12 @@ def test_cgc_without_task_experts_equals_mmoe():
 def _ple(num_tasks=2):
     levels = []
     for last in (False, True):
-        task = [BatchedExperts(6 if not levels else 4, [4], 2) for _ in range(num_tasks)]
-        shared = BatchedExperts(6 if not levels else 4, [4], 3)
-        levels.append(CGCLevel(task, shared, 6 if not levels else 4, with_shared_gate=not last))
+        width = 6 if not levels else 4
+        task = [BatchedExperts(width, [4], 2) for _ in range(num_tasks)]
+        shared = BatchedExperts(width, [4], 3)
+        gates = [SoftmaxGate(width, 1, 2 + 3) for _ in range(num_tasks)]
+        shared_gate = None if last else SoftmaxGate(width, 1, num_tasks * 2 + 3)
+        levels.append(CGCLevel(task, shared, gates, shared_gate))
     return PLE(levels, num_tasks)
 
 
@@ -62,6 +67,6 @@ def test_ple_task_output_is_its_gate_mixture_at_the_last_level():
     task_in, shared_in = first([x, x], x)
     for t in range(2):
         experts = torch.cat([last.task_experts[t](task_in[t]), last.shared_experts(shared_in)])
-        w = torch.softmax(last.gates[t](task_in[t]), dim=-1)
+        w = torch.softmax(last.gates[t].proj(task_in[t]), dim=-1)
         expected = (w.T.unsqueeze(-1) * experts).sum(0)
         torch.testing.assert_close(ple(x)[t], expected)

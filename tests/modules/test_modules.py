@@ -1,5 +1,6 @@
 import torch
 
+from recmtl.modules.gates import SoftmaxGate
 from recmtl.modules.interaction import DotInteraction
 from recmtl.modules.mlp import BatchedExperts
 from recmtl.modules.mmoe import MMoE
@@ -20,9 +21,9 @@ def test_batched_experts_match_a_loop_of_linear_layers_in_float64():
 def test_mmoe_is_gate_weighted_sum_of_experts():
     torch.manual_seed(0)
     experts = BatchedExperts(6, [4], num_experts=3).double()
-    mmoe = MMoE(experts, in_features=6, num_tasks=2).double()
+    mmoe = MMoE(experts, SoftmaxGate(6, num_gates=2, num_experts=3)).double()
     x = torch.randn(5, 6, dtype=torch.float64)
-    gates = mmoe.gate_weights(x)
+    gates = mmoe.gate(x)
     torch.testing.assert_close(gates.sum(-1), torch.ones(2, 5, dtype=torch.float64))
     expected = torch.stack([sum(gates[t, :, e:e + 1] * experts(x)[e] for e in range(3))
                             for t in range(2)])
@@ -31,7 +32,7 @@ def test_mmoe_is_gate_weighted_sum_of_experts():
 
 def test_mmoe_every_expert_and_gate_gets_gradient():
     torch.manual_seed(0)
-    mmoe = MMoE(BatchedExperts(6, [8, 4], num_experts=3), in_features=6, num_tasks=2)
+    mmoe = MMoE(BatchedExperts(6, [8, 4], num_experts=3), SoftmaxGate(6, 2, 3))
     mmoe(torch.randn(32, 6)).sum().backward()
     for name, p in mmoe.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

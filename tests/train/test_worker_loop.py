@@ -13,6 +13,7 @@ from recmtl.config import ARCHITECTURES
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded
 from recmtl.train.worker import train_worker
+from tests.objectives import OBJECTIVES
 
 
 @pytest.fixture
@@ -62,3 +63,23 @@ def test_run_epoch_counts_rows_and_times_every_phase(smoke_cfg, one_rank_group):
     assert logged == [(3, sum(sizes[:3])), (6, sum(sizes[3:6])), (7, sizes[6])]
     assert all(stats.phase_seconds[p] > 0 for p in PHASES)
     assert sum(stats.phase_seconds.values()) <= stats.seconds
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_worker_loop_trains_each_objective(name, smoke_cfg, tmp_path, one_rank_group):
+    from recmtl.config import load_config
+
+    cfg = load_config("configs/smoke.yaml", [f"data.root={smoke_cfg.data.root}",
+                                             "train.max_steps_per_epoch=8", "train.log_every=4",
+                                             *OBJECTIVES[name]])
+    train_worker({"config": cfg.to_dict(), "checkpoint_root": str(tmp_path / "ckpt")})
+    restored = load_unsharded(cfg, tmp_path / "ckpt" / "epoch-0000")
+    fresh = dict(build_model(cfg).named_parameters())
+    changed = {n for n, p in restored.named_parameters() if not torch.equal(p, fresh[n])}
+    assert any(n.startswith("dense_ranker.backbone") for n in changed)
+    if cfg.loss.weighting == "uncertainty":
+        assert "loss_log_vars" in changed
+    for aux in restored.dense_ranker.aux_heads:
+        assert f"dense_ranker.aux_heads.{aux}.weight" in changed
+    if cfg.model.transfer == "aitm":
+        assert any(n.startswith("dense_ranker.transfer") for n in changed)
