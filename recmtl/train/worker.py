@@ -27,6 +27,7 @@ from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
 from recmtl.metrics.auc import auc
 from recmtl.models.builder import build_model
+from recmtl.modules.diagnostics import ExpertProbe, flat_metrics
 from recmtl.predict import predict
 from recmtl.train.checkpoint import (
     PROGRESS,
@@ -134,14 +135,21 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)
         dist.all_reduce(counts)
         rows_trained, steady_rows = counts.tolist()
-        val = validation_auc(cfg, dmp, valid_reader, device)
+        probe = ExpertProbe(dmp.module.dense_ranker.backbone)
+        with probe:
+            val = validation_auc(cfg, dmp, valid_reader, device)
+        diagnostics = _reduced_summary(probe, device)
         metrics: dict[str, Any] = {f"valid/auc_{k}": v for k, v in val.items() if v is not None}
         metrics |= {"epoch": epoch, "step": global_step, "rows_trained": rows_trained,
                     "train/epoch_samples_per_s": steady_rows / max(stats.steady_seconds, 1e-9),
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if tracker:
-            tracker.add({k: float(v) for k, v in metrics.items()}, global_step)
+            tracker.add({k: float(v) for k, v in metrics.items()} | flat_metrics(diagnostics),
+                        global_step)
             tracker.flush()
+            with contextlib.suppress(Exception):  # buffered metrics carry on; the JSON is extra
+                tracker.client.log_dict(loop_config["run_id"], diagnostics,
+                                        f"diagnostics/epoch-{epoch:04d}.json")
             print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                 if k.startswith("valid/")), flush=True)
         _report(metrics, dmp, optimizer, {"epoch": epoch + 1, "batch": 0,
@@ -149,6 +157,20 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 f"epoch-{epoch:04d}", loop_config)
     if tracker:
         tracker.close()
+
+
+def _reduced_summary(probe: ExpertProbe, device: torch.device) -> dict[str, Any]:
+    """The probe's sums over every rank's validation shard (collective)."""
+    keys = probe.keys()
+    if keys:
+        flat = torch.cat([probe.sums[k].reshape(-1) for k in keys]).to(device)
+        dist.all_reduce(flat)
+        offset = 0
+        for k in keys:
+            n = probe.sums[k].numel()
+            probe.sums[k] = flat[offset:offset + n].view_as(probe.sums[k]).cpu()
+            offset += n
+    return probe.summary()
 
 
 def _restore(model: torch.nn.Module, optimizer: Any, loop_config: dict[str, Any]
