@@ -22,12 +22,13 @@ def test_probe_sums_gate_mass_entropy_and_dead_share_over_batches():
     mmoe(torch.randn(3, 6))  # outside the probe: not counted
     summary = probe.summary()
     w = torch.cat([mmoe.gate(x) for x in xs], dim=1).double()  # [G, 11, E]
-    torch.testing.assert_close(torch.tensor(summary["gates"]["gate"]["mass"], dtype=torch.float64), w.mean(1))
-    entropy = -(w * w.log()).sum(-1).mean(1)
-    torch.testing.assert_close(torch.tensor(summary["gates"]["gate"]["entropy"], dtype=torch.float64), entropy)
+    gate = {k: torch.tensor(v, dtype=torch.float64) for k, v in summary["gates"]["gate"].items()}
+    torch.testing.assert_close(gate["mass"], w.mean(1))
+    torch.testing.assert_close(gate["entropy"], -(w * w.log()).sum(-1).mean(1))
     out = torch.cat([mmoe.experts(x) for x in xs], dim=1)
     dead = (out == 0).double().mean((1, 2))  # ReLU: non-positive means exactly zero
-    torch.testing.assert_close(torch.tensor(summary["experts"]["experts"]["nonpositive_share"], dtype=torch.float64), dead)
+    share = summary["experts"]["experts"]["nonpositive_share"]
+    torch.testing.assert_close(torch.tensor(share, dtype=torch.float64), dead)
     metrics = flat_metrics(summary)
     assert metrics["diag/gate/gate/1/mass_e2"] == pytest.approx(w[1, :, 2].mean().item())
     assert all(0 <= metrics[f"diag/gate/gate/{g}/entropy"] <= math.log(3) for g in range(2))
