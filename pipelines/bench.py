@@ -119,7 +119,7 @@ def bench_single_process(cfg: Config, steps: int) -> dict[str, Any]:
         try:
             device = worker_device(cfg)
             dmp, optimizer, _ = shard_model(build_model(cfg, embedding_device="meta"),
-                                            cfg.train, device)
+                                            cfg.train, device, tables=cfg.features.tables)
             train, _ = train_readers(cfg, 0, 1)
             stats = run_epoch(dmp, optimizer, train.epoch(0), cfg.tasks, device, steps,
                               log_every=steps, time_phases=True, loss=cfg.loss)

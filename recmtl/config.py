@@ -29,12 +29,21 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TableConfig:
-    """One embedding table; several sparse features may share it."""
+    """One embedding table; several sparse features may share it.
+
+    ``sharding``: the sharding types the planner may choose for this table (table_wise,
+    row_wise, column_wise, table_column_wise, table_row_wise, data_parallel; empty: every
+    model-parallel type the device offers). ``optimizer`` / ``lr``: this table's fused
+    optimizer (default: ``train.sparse_optimizer`` / ``train.sparse_lr``).
+    """
 
     name: str
     num_embeddings: int
     dim: int
     pooling: str = "sum"  # sum | mean
+    sharding: tuple[str, ...] = ()
+    optimizer: str | None = None
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,13 +167,33 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """A learning-rate schedule as a factor of the base rate: linear warm-up from 0 over
+    ``warmup_steps``, then ``decay`` (constant | linear | cosine) down to ``final_factor`` at
+    the last step of training."""
+
+    warmup_steps: int = 0
+    decay: str = "constant"
+    final_factor: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """``ray_address``: join this Ray cluster (else ``$RAY_ADDRESS``, else start a local one).
+    Each worker asks Ray for ``cpus_per_worker`` CPUs and, on cuda, ``gpus_per_worker`` GPUs."""
+
     num_workers: int = 2
     epochs: int = 1
     device: str = "cpu"  # cpu | cuda: the same code path, gloo or NCCL picked from it
+    ray_address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
     dense_lr: float = 0.01
-    sparse_optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd
+    # rowwise_adagrad | adagrad | sgd; adam too on cuda (fbgemm has no fused CPU Adam)
+    sparse_optimizer: str = "rowwise_adagrad"
     sparse_lr: float = 0.1
+    dense_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sparse_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     log_every: int = 20
     max_steps_per_epoch: int | None = None
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps
@@ -178,6 +207,8 @@ class MlflowConfig:
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in output_dir
     experiment: str = "recmtl"
     registered_model_name: str | None = None  # register the logged bundle model under it
+    system_metrics: bool = True  # CPU, memory, disk, network (and GPU) of the driver's machine
+    system_metrics_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -190,6 +221,24 @@ class ExportConfig:
     onnx: bool = True
     aot_inductor: bool = False  # compile the dense part ahead of time (~30 s more)
     parquet_tables: bool = False  # also write each table as Parquet (id, vector) for a KV store
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Offline evaluation (``recmtl evaluate``, and the report at the end of ``train``).
+
+    ``slices``: categorical columns of the data to break AUC and volume down by, per task in
+    its own sample space (``recmtl evaluate --slice COLUMN`` adds one). Each column keeps its
+    ``max_slices`` largest values by rows; the other values are pooled into one ``other``
+    entry that says how many values it holds. ``bootstrap``: resamples for the AUC interval
+    (0: none). ``save_predictions``: also write ``predictions.parquet`` (labels and per-task
+    scores, one row per data row in data order) so ``recmtl compare`` can pair two runs.
+    """
+
+    slices: tuple[str, ...] = ()
+    bootstrap: int = 200
+    max_slices: int = 50
+    save_predictions: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +255,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def task(self, name: str) -> TaskConfig:
         return next(t for t in self.tasks if t.name == name)
@@ -226,7 +276,10 @@ TASK_KINDS = ("binary", "regression")
 ESCM2 = ("none", "ips", "dr")
 WEIGHTINGS = ("fixed", "uncertainty", "pcgrad")
 INTERACTIONS = ("dot", "none")
-SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
+SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_column_wise", "table_row_wise",
+                  "data_parallel")
+DECAYS = ("constant", "linear", "cosine")
 POOLINGS = ("sum", "mean")
 
 
@@ -371,12 +424,42 @@ def _check(cfg: Config, source: str) -> None:
         fail(f"model.interaction: {cfg.model.interaction!r} not in {INTERACTIONS}")
     if cfg.model.interaction == "dot" and len({tables[f.table].dim for f in cfg.features.sparse}) > 1:
         fail("model.interaction: dot needs every sparse feature's table to have the same dim")
-    if cfg.train.sparse_optimizer not in SPARSE_OPTIMIZERS:
-        fail(f"train.sparse_optimizer: {cfg.train.sparse_optimizer!r} not in {SPARSE_OPTIMIZERS}")
+    for key, opt in [("train.sparse_optimizer", cfg.train.sparse_optimizer)] + [
+            (f"features.tables.{t.name}.optimizer", t.optimizer) for t in cfg.features.tables
+            if t.optimizer]:
+        if opt not in SPARSE_OPTIMIZERS:
+            fail(f"{key}: {opt!r} not in {SPARSE_OPTIMIZERS}")
+        if opt == "adam" and cfg.train.device != "cuda":
+            fail(f"{key}: adam is a fused embedding optimizer on cuda only (fbgemm's CPU kernels "
+                 "offer rowwise_adagrad, adagrad and sgd)")
+    for t in cfg.features.tables:
+        bad = sorted(set(t.sharding) - set(SHARDING_TYPES))
+        if bad:
+            fail(f"features.tables.{t.name}.sharding: {bad} not in {SHARDING_TYPES}")
+        if t.lr is not None and t.lr <= 0:
+            fail(f"features.tables.{t.name}.lr: must be > 0")
+    for key, sched in (("dense_schedule", cfg.train.dense_schedule),
+                       ("sparse_schedule", cfg.train.sparse_schedule)):
+        if sched.decay not in DECAYS or sched.warmup_steps < 0 or not 0 <= sched.final_factor <= 1:
+            fail(f"train.{key}: decay in {DECAYS}, warmup_steps >= 0, 0 <= final_factor <= 1")
+    if cfg.train.cpus_per_worker <= 0 or cfg.train.gpus_per_worker < 0:
+        fail("train: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
     if cfg.train.device not in ("cpu", "cuda"):
         fail(f"train.device: {cfg.train.device!r} not in ('cpu', 'cuda')")
     if cfg.train.num_workers < 1 or cfg.train.epochs < 1 or cfg.data.batch_size < 1:
         fail("train.num_workers, train.epochs and data.batch_size must be >= 1")
+    _check_evaluate(cfg.evaluate, fail)
+
+
+def _check_evaluate(ev: EvaluateConfig, fail: typing.Callable[[str], None]) -> None:
+    if ev.bootstrap < 0:
+        fail(f"evaluate.bootstrap: {ev.bootstrap} must be >= 0 (0 turns the interval off)")
+    if ev.max_slices < 1:
+        fail(f"evaluate.max_slices: {ev.max_slices} must be >= 1")
+    if len(set(ev.slices)) != len(ev.slices):
+        fail(f"evaluate.slices: duplicate column in {list(ev.slices)}")
+    if any(not c.strip() for c in ev.slices):
+        fail("evaluate.slices: column names must not be empty")
 
 
 def _check_model_and_loss(cfg: Config, fail: typing.Callable[[str], None]) -> None:

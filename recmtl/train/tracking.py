@@ -96,7 +96,9 @@ def start_run(cfg: Config, run_name: str) -> str:
         artifacts = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
         mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts.as_uri())
     mlflow.set_experiment(cfg.mlflow.experiment)
-    run = mlflow.start_run(run_name=run_name)
+    if cfg.mlflow.system_metrics:
+        mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
+    run = mlflow.start_run(run_name=run_name, log_system_metrics=cfg.mlflow.system_metrics)
     mlflow.set_tags({"recmtl.git_commit": git_commit(), "recmtl.config_hash": config_hash(cfg),
                      "recmtl.data_fingerprint": data_fingerprint(cfg.data.root)})
     params = {k: str(v) for k, v in flatten(cfg.to_dict()).items()}

@@ -37,6 +37,7 @@ from recmtl.train.checkpoint import (
     save_sharded,
 )
 from recmtl.train.loop import run_epoch
+from recmtl.train.schedule import LRSchedule
 from recmtl.train.sharding import shard_model
 from recmtl.train.tracking import MetricBuffer
 
@@ -80,7 +81,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = worker_device(cfg)
     model = build_model(cfg, embedding_device="meta")
-    dmp, optimizer, plan = shard_model(model, cfg.train, device)
+    dmp, optimizer, plan = shard_model(model, cfg.train, device, tables=cfg.features.tables)
     tracker = None
     if rank == 0 and loop_config.get("run_id"):
         spill = Path(loop_config.get("run_dir") or ".") / "mlflow-unlogged-metrics.jsonl"
@@ -92,7 +93,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     steps_per_epoch = train_reader.num_batches
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    sparse_opt, dense_opt = (opt for _, opt in optimizer.optimizers)
+    schedule = LRSchedule([(cfg.train.sparse_schedule, list(sparse_opt.param_groups)),
+                           (cfg.train.dense_schedule, list(dense_opt.param_groups))],
+                          total_steps=cfg.train.epochs * steps_per_epoch)
     progress = _restore(dmp, optimizer, loop_config)
+    schedule.set_step(progress["global_step"])
     if progress["global_step"] and rank == 0:
         print(f"resumed at epoch {progress['epoch']}, batch {progress['batch']}, "
               f"step {progress['global_step']}", flush=True)
@@ -114,11 +120,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             last.update(step=step, time=now)
             if tracker:
                 metrics = {f"train/loss_{n}": v for n, v in zip(task_names, losses, strict=True)}
-                tracker.add(metrics | {"train/samples_per_s": rate}, base + step)
+                lrs = {"train/lr_sparse": sparse_opt.param_groups[0]["lr"],
+                       "train/lr_dense": dense_opt.param_groups[0]["lr"]}
+                tracker.add(metrics | lrs | {"train/samples_per_s": rate}, base + step)
                 tracker.flush()
 
         def after_step(done: int, epoch: int = epoch, first: int = first, base: int = base) -> None:
             step = base + done
+            schedule.set_step(step)
             every = cfg.train.checkpoint_every_steps
             if every and step % every == 0 and first + done < steps_per_epoch:
                 _report({"epoch": epoch, "step": step}, dmp, optimizer,

@@ -1,5 +1,6 @@
 """End to end through Ray Train with 2 gloo workers, then read back what landed in MLflow."""
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -25,6 +26,8 @@ def _artifacts(client, run_id, path=""):
 
 def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path):
     cfg = with_output(smoke_cfg, tmp_path)
+    cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow,
+                                                              system_metrics_interval_s=1.0))
     summary = train(cfg)
 
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -43,6 +46,8 @@ def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path
     assert len(steps) >= 2 and steps == sorted(steps) and len(set(steps)) == len(steps)
     assert client.get_metric_history(run.info.run_id, "train/samples_per_s")[-1].value > 0
     assert "valid/auc_ctr" in run.data.metrics
+    assert run.data.metrics["system/cpu_utilization_percentage"] >= 0  # MLflow's monitor ran
+    assert any(k.startswith("diag/gate/") for k in run.data.metrics)  # expert health
 
     report = json.loads(Path(summary["report"]).read_text())
     for task in ("ctr", "cvr", "ctcvr"):

@@ -86,3 +86,23 @@ def test_worker_loop_trains_each_objective(name, smoke_cfg, tmp_path, one_rank_g
         assert f"dense_ranker.aux_heads.{aux}.weight" in changed
     if cfg.model.transfer == "aitm":
         assert any(n.startswith("dense_ranker.transfer") for n in changed)
+
+
+def test_learning_rate_schedules_reach_the_optimizers(smoke_cfg, tmp_path, one_rank_group):
+    from recmtl.config import load_config
+
+    cfg = load_config("configs/smoke.yaml", [
+        f"data.root={smoke_cfg.data.root}", "train.max_steps_per_epoch=8", "train.log_every=4",
+        "train.dense_schedule={warmup_steps: 8}",
+        "train.sparse_schedule={decay: linear, final_factor: 0.5}"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("s")).info.run_id
+    train_worker({"config": cfg.to_dict(), "tracking_uri": uri, "run_id": run_id,
+                  "checkpoint_root": str(tmp_path / "ckpt")})
+    dense = [m.value for m in client.get_metric_history(run_id, "train/lr_dense")]
+    sparse = [m.value for m in client.get_metric_history(run_id, "train/lr_sparse")]
+    # logged after steps 4 and 8: the rates of step index 3 and 7 of 8
+    assert dense == pytest.approx([cfg.train.dense_lr * 4 / 8, cfg.train.dense_lr])
+    assert sparse == pytest.approx([cfg.train.sparse_lr * (1 - 0.5 * 3 / 7),
+                                    cfg.train.sparse_lr * 0.5], rel=1e-6)
