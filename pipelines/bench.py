@@ -7,6 +7,8 @@ Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
 - training samples/s in one process (torchrec DMP on a 1-rank gloo group, the real loop) with
   the step-time breakdown, and the pure-PyTorch baseline (``bench_baseline``) in the same run,
   so the ratio survives a noisy machine;
+- training on 1 and 2 processes without Ray (as torchrun): samples/s, step breakdown with the
+  share spent in communication, sharded checkpoint save and restore times (``bench_ranks``);
 - training samples/s on N Ray workers (the real job, with validation and checkpoint);
 - peak memory, versions, CPU model, threads. On CUDA (``train.device=cuda``) the same runs use
   the GPU.
@@ -31,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from pipelines.bench_baseline import bench_baseline
+from pipelines.bench_ranks import bench_ranks
 from recmtl.config import Config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
@@ -122,7 +125,8 @@ def bench_single_process(cfg: Config, steps: int) -> dict[str, Any]:
                                             cfg.train, device, tables=cfg.features.tables)
             train, _ = train_readers(cfg, 0, 1)
             stats = run_epoch(dmp, optimizer, train.epoch(0), cfg.tasks, device, steps,
-                              log_every=steps, time_phases=True, loss=cfg.loss)
+                              log_every=steps, time_phases=True, loss=cfg.loss,
+                              bf16=cfg.train.bf16)
         finally:
             dist.destroy_process_group()
     phases = {k: round(v / stats.steps * 1000, 2) for k, v in stats.phase_seconds.items()}
@@ -162,6 +166,15 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
     results["single_process"]["vs_baseline"] = ratio
     print(f"pure-PyTorch baseline (in-memory data): {b['samples_per_s']:,.0f} samples/s; "
           f"recmtl / baseline = {ratio:.2f}x", flush=True)
+
+    for world in (1, 2):
+        r = bench_ranks(cfg, steps, world)
+        results[f"ranks_{world}"] = r
+        print(f"{world} process(es), no Ray: {r['samples_per_s']:,.0f} samples/s; step ms "
+              f"{r['step_ms']}; communication {r['communication_ms_per_step']} ms/step "
+              f"({r['communication_share']:.0%}, profiled); checkpoint "
+              f"{r['checkpoint_mb']:.0f} MB saved in {r['checkpoint_save_s']:.2f}s, restored in "
+              f"{r['checkpoint_restore_s']:.2f}s", flush=True)
 
     if ray_workers:
         train_cfg = dataclasses.replace(cfg.train, num_workers=ray_workers,

@@ -192,6 +192,9 @@ class TrainConfig:
     # rowwise_adagrad | adagrad | sgd; adam too on cuda (fbgemm has no fused CPU Adam)
     sparse_optimizer: str = "rowwise_adagrad"
     sparse_lr: float = 0.1
+    # Autocast the forward to bfloat16 (the dense matmuls; embedding lookups and the loss stay
+    # float32). Meant for GPUs; it runs on CPU too, usually slower there.
+    bf16: bool = False
     dense_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sparse_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     log_every: int = 20

@@ -11,4 +11,5 @@ OBJECTIVES = {
     "watch_uncertainty": ["tasks=[{name: ctr, label: click}, {name: watch, label: log_watch_time, "
                           "kind: regression, space: click}]", "loss.weighting=uncertainty"],
     "pcgrad": ["loss.weighting=pcgrad"],
+    "bf16_cosine": ["train.bf16=true", "train.dense_schedule={warmup_steps: 2, decay: cosine}"],
 }

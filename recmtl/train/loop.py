@@ -38,13 +38,14 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
               log_every: int, on_log: Callable[[int, list[float], int], None] | None = None,
               warmup_steps: int = 5, time_phases: bool = False,
               after_step: Callable[[int], None] | None = None,
-              loss: LossConfig | None = None) -> EpochStats:
+              loss: LossConfig | None = None, bf16: bool = False) -> EpochStats:
     """Trains up to ``max_steps`` steps. ``on_log(step, mean task losses, rows)`` is called
     every ``log_every`` steps and at the end, the only places the step syncs with the host;
     ``after_step(steps done)`` after every step (checkpoints, fault drills).
 
     ``loss`` picks the weighting: uncertainty reads the ranker's ``loss_log_vars``; pcgrad
-    projects the per-task gradients of the backbone (the shared dense parameters).
+    projects the per-task gradients of the backbone (the shared dense parameters). ``bf16``
+    autocasts the forward; the losses are computed in float32.
     """
     loss = loss or LossConfig()
     ranker: Any = getattr(model, "module", model)  # DMP exposes the unwrapped ranker as .module
@@ -75,7 +76,10 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
             break
         batch = batch.to(device, non_blocking=True)
         lap("data")
-        losses = task_losses(model(batch.dense, batch.sparse), batch.labels, tasks, loss)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(batch.dense, batch.sparse)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        losses = task_losses(outputs, batch.labels, tasks, loss)
         terms = weighted_terms(losses, tasks, loss, log_vars)
         total = torch.stack(list(terms.values())).sum()
         lap("forward")
