@@ -342,6 +342,11 @@ def _apply_override(raw: dict[str, Any], item: str, source: Path) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
+def build_dataclass(tp: Any, raw: dict[str, Any], source: str) -> Any:
+    """Any frozen config dataclass from a mapping, with this module's type checks and errors."""
+    return _build(tp, raw, "", source)
+
+
 def _build(tp: Any, value: Any, key: str, source: str) -> Any:
     where = f"{source}: key {key or '<root>'!r}"
     origin = typing.get_origin(tp)

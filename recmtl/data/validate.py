@@ -34,7 +34,8 @@ def check_file_schema(path: str, file_schema: pa.Schema, schema: FeatureSchema) 
     for s in schema.sparse:
         t = typ(s.name)
         if s.multi_valued:
-            ok = t is not None and pa.types.is_list(t) and pa.types.is_integer(t.value_type)
+            ok = (t is not None and (pa.types.is_list(t) or pa.types.is_large_list(t))
+                  and pa.types.is_integer(t.value_type))
             need(s.name, ok, "a list of integer ids")
         else:
             need(s.name, t is not None and pa.types.is_integer(t), "integer ids")

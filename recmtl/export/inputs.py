@@ -30,7 +30,7 @@ def rows_to_inputs(table: pa.Table, manifest: dict[str, Any], where: str = "inpu
         if col.null_count:
             raise BundleError(f"{where}: column {name!r} has {col.null_count} null value(s)")
         if f["multi_valued"]:
-            if not pa.types.is_list(col.type):
+            if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
                 raise BundleError(f"{where}: column {name!r} has type {col.type}; expected a list")
             lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
             values = col.flatten().to_numpy()

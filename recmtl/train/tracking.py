@@ -106,7 +106,22 @@ def start_run(cfg: Config, run_name: str) -> str:
     for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
         mlflow.log_params(dict(items[i:i + 100]))
     mlflow.log_dict(cfg.to_dict(), "config.yaml")
+    log_data_stats(cfg.data.root)
     return run.info.run_id
+
+
+def log_data_stats(root: str) -> None:
+    """When the data came from `recmtl prepare`, its ``stats.json`` goes to the run, and what
+    each bad-input policy did (nulls mapped to the OOV id, nulls filled with the mean, ids
+    unseen in train) becomes ``data/<split>/<policy>/<feature>`` metrics."""
+    if "://" in root or not (Path(root) / "stats.json").exists():
+        return
+    stats = json.loads((Path(root) / "stats.json").read_text())
+    mlflow.log_artifact(str(Path(root) / "stats.json"), artifact_path="data")
+    metrics = {f"data/{split}/rows": float(s["rows"]) for split, s in stats["splits"].items()}
+    for split, s in stats["splits"].items():
+        metrics |= {f"data/{split}/{k}": float(v) for k, v in s["policy_counts"].items()}
+    mlflow.log_metrics(metrics)
 
 
 class MetricBuffer:

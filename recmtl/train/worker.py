@@ -144,12 +144,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)
         dist.all_reduce(counts)
         rows_trained, steady_rows = counts.tolist()
+        if not cfg.train.max_steps_per_epoch and first == 0 and rows_trained != train_reader.total_rows:
+            raise RuntimeError(f"epoch {epoch}: trained {rows_trained} rows of the "
+                               f"{train_reader.total_rows} in the train split")
         probe = ExpertProbe(dmp.module.dense_ranker.backbone)
         with probe:
             val = validation_auc(cfg, dmp, valid_reader, device)
         diagnostics = _reduced_summary(probe, device)
         metrics: dict[str, Any] = {f"valid/auc_{k}": v for k, v in val.items() if v is not None}
         metrics |= {"epoch": epoch, "step": global_step, "rows_trained": rows_trained,
+                    "rows_in_split": train_reader.total_rows,
                     "train/epoch_samples_per_s": steady_rows / max(stats.steady_seconds, 1e-9),
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if tracker:

@@ -1,0 +1,178 @@
+"""The feature schema of a raw feature-store export, in YAML, for `recmtl prepare`.
+
+It says which raw columns become which training columns and how:
+
+    name: shop
+    source: exports/2026-11-01/        # Parquet file, directory or pyarrow URI
+    output: data/shop
+    base_config: configs/shop.yaml     # the generated training config starts from it
+    sparse:
+      - {name: user_id, transform: hash, buckets: 1000000}
+      - {name: item_id, transform: vocab, min_count: 5}
+      - {name: clicked_items, column: clicked_item_ids, table: item_id, multi_valued: true}
+    dense:
+      - {name: price, transform: log1p_standardize}
+      - {name: age, transform: bucketize, num_buckets: 10}   # becomes a sparse feature
+    labels: [click, conversion]
+    group: user_id                     # GAUC groups (hashed to int64 when strings)
+    split: {kind: time, column: ts, valid_from: "2026-10-25", test_from: "2026-10-28"}
+    nulls: {sparse: oov, dense: mean}
+
+Sparse transforms: ``vocab`` (ids 1..V by train frequency, values seen fewer than
+``min_count`` times in train and values never seen there map to 0, the OOV id), ``hash``
+(blake2b-64 of the value's text, mod ``buckets - 1``, plus 1; 0 is null) and ``identity``
+(integer ids already in ``[0, num_embeddings)``). Features naming the same ``table`` share one
+embedding table and one id space (a vocabulary fit on all of their train values). Dense
+transforms: ``none``, ``log1p``, ``standardize``, ``log1p_standardize`` (statistics from train)
+and ``bucketize`` (``num_buckets`` train quantiles -> a sparse feature with ids 1..n, 0 for null).
+Null policies: ``sparse: oov`` maps null ids to 0 and counts them, ``error`` refuses them;
+``dense: mean`` fills the train mean (after the transform, so 0 when standardised) and counts,
+``error`` refuses. NaN or infinite floats and labels outside {0, 1} are always errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recmtl.config import ConfigError, build_dataclass
+
+SPARSE_TRANSFORMS = ("vocab", "hash", "identity")
+DENSE_TRANSFORMS = ("none", "log1p", "standardize", "log1p_standardize", "bucketize")
+
+
+@dataclass(frozen=True)
+class SparseSpec:
+    name: str
+    column: str | None = None  # default: name
+    table: str | None = None  # default: name
+    transform: str = "vocab"
+    min_count: int = 1
+    buckets: int | None = None  # hash: the table size; identity: num_embeddings
+    multi_valued: bool = False
+    dim: int = 16
+    pooling: str = "sum"
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    name: str
+    column: str | None = None
+    transform: str = "standardize"
+    num_buckets: int = 10  # bucketize
+    dim: int = 16  # bucketize: the embedding dim of its table
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """``hash``: a stable hash of ``column`` (default: the row position in the export; name a
+    user id to keep each user in one split) picks the split. ``time``: rows before
+    ``valid_from`` train, then valid, and test from ``test_from`` on."""
+
+    kind: str = "hash"
+    column: str | None = None
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    valid_from: str | None = None
+    test_from: str | None = None
+
+
+@dataclass(frozen=True)
+class NullPolicy:
+    sparse: str = "oov"  # oov | error
+    dense: str = "mean"  # mean | error
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    name: str
+    source: str
+    output: str
+    labels: tuple[str, ...]
+    sparse: tuple[SparseSpec, ...] = ()
+    dense: tuple[DenseSpec, ...] = ()
+    group: str | None = None
+    weight: str | None = None
+    keep: tuple[str, ...] = ()  # copied unchanged (true probabilities, slice columns, ...)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    nulls: NullPolicy = field(default_factory=NullPolicy)
+    rows_per_file: int = 250_000
+    row_group_size: int = 32_768
+    base_config: str | None = None
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PrepareSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    spec: PrepareSpec = build_dataclass(PrepareSpec, raw | (overrides or {}), str(path))
+    if spec.base_config and not Path(spec.base_config).is_absolute():
+        spec = _replace(spec, base_config=str((path.parent / spec.base_config).resolve()))
+    check_spec(spec, str(path))
+    return spec
+
+
+def _replace(spec: PrepareSpec, **kw: Any) -> PrepareSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, **kw)
+
+
+def check_spec(spec: PrepareSpec, source: str) -> None:
+    def fail(msg: str) -> None:
+        raise ConfigError(f"{source}: {msg}")
+
+    names = [f.name for f in spec.sparse] + [f.name for f in spec.dense]
+    if len(set(names)) != len(names):
+        fail(f"sparse/dense: duplicate feature name in {names}")
+    if not spec.labels:
+        fail("labels: at least one label column is required")
+    tables: dict[str, SparseSpec] = {}
+    for f in spec.sparse:
+        where = f"sparse.{f.name}"
+        if f.transform not in SPARSE_TRANSFORMS:
+            fail(f"{where}.transform: {f.transform!r} not in {SPARSE_TRANSFORMS}")
+        if f.transform in ("hash", "identity") and (f.buckets is None or f.buckets < 2):
+            fail(f"{where}.buckets: {f.transform} needs buckets >= 2 (the table size)")
+        if f.min_count < 1 or f.dim < 1:
+            fail(f"{where}: min_count and dim must be >= 1")
+        first = tables.setdefault(f.table_name, f)
+        if (first.transform, first.buckets, first.dim) != (f.transform, f.buckets, f.dim):
+            fail(f"{where}.table: features sharing table {f.table_name!r} must share transform, "
+                 f"buckets and dim (as {first.name!r} has)")
+    for d in spec.dense:
+        if d.transform not in DENSE_TRANSFORMS:
+            fail(f"dense.{d.name}.transform: {d.transform!r} not in {DENSE_TRANSFORMS}")
+        if d.transform == "bucketize" and d.num_buckets < 2:
+            fail(f"dense.{d.name}.num_buckets: must be >= 2")
+    s = spec.split
+    if s.kind not in ("hash", "time"):
+        fail(f"split.kind: {s.kind!r} not in ('hash', 'time')")
+    if s.kind == "time" and not (s.column and s.valid_from and s.test_from):
+        fail("split: a time split needs column, valid_from and test_from")
+    if s.kind == "hash" and not (0 <= s.valid_fraction and 0 <= s.test_fraction
+                                 and s.valid_fraction + s.test_fraction < 1):
+        fail("split: valid_fraction + test_fraction must be in [0, 1)")
+    if spec.nulls.sparse not in ("oov", "error") or spec.nulls.dense not in ("mean", "error"):
+        fail("nulls: sparse in ('oov', 'error'), dense in ('mean', 'error')")
+    if spec.rows_per_file < 1 or spec.row_group_size < 1:
+        fail("rows_per_file and row_group_size must be >= 1")

@@ -1,0 +1,375 @@
+"""`recmtl prepare SPEC.yaml`: a raw feature-store export -> training Parquet, with polars (lazy).
+
+Reads the export described by a feature schema (``pipelines/feature_spec.py``), splits it by
+time or by a stable hash, fits vocabularies, dense statistics and bucket boundaries on the
+train split only, and writes for each split part files of ``rows_per_file`` rows with row
+groups of ``row_group_size``: int64 ids in range, float32 dense values, int8 labels. Beside them:
+
+- ``stats.json``: rows per split, null counts per column, what each null policy did (nulls
+  mapped to the OOV id, nulls filled with the mean) and ids unseen in train, per split; table
+  sizes, vocabulary sizes, dense statistics;
+- ``vocab/<table>.parquet``: ``value -> id`` for every vocabulary (for serving);
+- ``<name>.yaml``: a training config with the tables sized from the statistics (``base:`` the
+  spec's ``base_config``).
+
+Every row of the export lands in exactly one split; nothing is dropped. Bad input stops the
+job with the file, column, count and expectation: labels outside {0, 1} or null, NaN or
+infinite floats, ids out of range for ``identity``, nulls where the policy is ``error``, a
+missing column, or a column whose type differs between files.
+
+The work is lazy: each pass (checks, fits, one write per split) streams the export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
+
+from pipelines.feature_spec import DenseSpec, PrepareSpec, SparseSpec
+from recmtl.data.validate import DataError
+
+SPLITS = ("train", "valid", "test")
+_HASH_BUCKETS = 10_000
+_FILE, _ROW, _SPLIT = "__file", "__row", "__split"
+
+
+def stable_hash(values: pl.Series) -> np.ndarray:
+    """A 64-bit hash of each value that no library version changes: splitmix64 of integers,
+    blake2b-64 of the UTF-8 text of anything else. Serving reproduces it from the manifest."""
+    if values.dtype.is_integer():
+        z = values.to_numpy().astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return np.asarray(z ^ (z >> np.uint64(31)))
+    return np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(),
+                                    "little") for v in values.to_list()], dtype=np.uint64)
+
+
+def source_files(uri: str) -> tuple[list[str], Any]:
+    """The Parquet files of the export (sorted) and the path form polars reads."""
+    if "://" in uri:
+        fs, root = pafs.FileSystem.from_uri(uri)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(uri).resolve())
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(f"{uri}: no such file or directory")
+    if info.type == pafs.FileType.File:
+        files = [root]
+    else:
+        files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                       if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+    if not files:
+        raise DataError(f"{uri}: no .parquet files")
+    local = isinstance(fs, pafs.LocalFileSystem)
+    return files, (files if local else [uri.rstrip("/") + "/" + f[len(root):].lstrip("/")
+                                        for f in files])
+
+
+def check_schemas(files: list[str], spec: PrepareSpec, fs_uri: str) -> dict[str, pl.DataType]:
+    """Every needed column exists in every file with one type; returns the types."""
+    fs = pafs.FileSystem.from_uri(fs_uri)[0] if "://" in fs_uri else pafs.LocalFileSystem()
+    needed = ([f.source for f in spec.sparse] + [d.source for d in spec.dense] + list(spec.labels)
+              + [c for c in (spec.group, spec.weight, spec.split.column) if c] + list(spec.keep))
+    seen: dict[str, tuple[str, Any]] = {}
+    for path in files:
+        try:
+            schema = pq.read_schema(fs.open_input_file(path))
+        except Exception as e:  # noqa: BLE001 - a corrupt file, whatever pyarrow raised
+            raise DataError(f"{path}: not a readable Parquet file ({e})") from e
+        for col in dict.fromkeys(needed):
+            idx = schema.get_field_index(col)
+            if idx < 0:
+                raise DataError(f"{path}: column {col!r} is missing (the feature schema needs it)")
+            typ = schema.field(idx).type
+            first = seen.setdefault(col, (path, typ))
+            if first[1] != typ:
+                raise DataError(f"{path}: column {col!r} has type {typ}, but {first[0]} has "
+                                f"{first[1]}; expected one type in every file (schema drift)")
+    frame = pl.from_arrow(pq.read_schema(fs.open_input_file(files[0])).empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return dict(frame.schema)
+
+
+def split_expr(spec: PrepareSpec, dtypes: dict[str, pl.DataType]) -> pl.Expr:
+    """0 train, 1 valid, 2 test."""
+    s = spec.split
+    if s.kind == "time":
+        col = pl.col(s.column)  # type: ignore[arg-type]
+        if dtypes[s.column].is_temporal():  # type: ignore[index]
+            valid = pl.lit(s.valid_from).str.to_datetime()
+            test = pl.lit(s.test_from).str.to_datetime()
+        else:
+            valid, test = pl.lit(float(s.valid_from)), pl.lit(float(s.test_from))  # type: ignore[arg-type]
+        return (pl.when(col < valid).then(0).when(col < test).then(1).otherwise(2)).cast(pl.Int8)
+    key = pl.col(s.column) if s.column else pl.col(_ROW).cast(pl.Int64)
+    bucket = key.map_batches(lambda v: pl.Series(stable_hash(v) % np.uint64(_HASH_BUCKETS)),
+                             return_dtype=pl.UInt64)
+    train_end = _HASH_BUCKETS * (1 - s.valid_fraction - s.test_fraction)
+    valid_end = _HASH_BUCKETS * (1 - s.test_fraction)
+    return (pl.when(bucket < train_end).then(0).when(bucket < valid_end).then(1).otherwise(2)
+            ).cast(pl.Int8)
+
+
+def _values(f: SparseSpec) -> pl.Expr:
+    """A feature's ids as one text column (lists exploded), for fitting and hashing."""
+    col = pl.col(f.source).explode() if f.multi_valued else pl.col(f.source)
+    return col.cast(pl.String).alias("value")
+
+
+def _map_ids(f: SparseSpec, keys: list[str], ids: list[int]) -> pl.Expr:
+    """Text value -> id; null and unknown -> 0."""
+    def mapped(e: pl.Expr) -> pl.Expr:
+        return e.cast(pl.String).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
+
+    if f.multi_valued:
+        return pl.col(f.source).list.eval(mapped(pl.element())).fill_null([]).alias(f.name)
+    return mapped(pl.col(f.source)).alias(f.name)
+
+
+def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, Any]]:
+    """Per table: its size and, for vocab and hash, the value -> id mapping."""
+    train = frame.filter(pl.col(_SPLIT) == 0)
+    tables: dict[str, list[SparseSpec]] = {}
+    for f in spec.sparse:
+        tables.setdefault(f.table_name, []).append(f)
+    out: dict[str, dict[str, Any]] = {}
+    for name, features in tables.items():
+        first = features[0]
+        if first.transform == "identity":
+            out[name] = {"size": first.buckets, "transform": "identity"}
+            continue
+        source = train if first.transform == "vocab" else frame  # hashing fits nothing
+        values = pl.concat([source.select(_values(f)) for f in features]).drop_nulls()
+        if first.transform == "vocab":
+            counts = (values.group_by("value").agg(pl.len().alias("count"))
+                      .filter(pl.col("count") >= first.min_count)
+                      .sort(["count", "value"], descending=[True, False]).collect())
+            keys = counts["value"].to_list()
+            out[name] = {"transform": "vocab", "keys": keys, "ids": list(range(1, len(keys) + 1)),
+                         "counts": counts["count"].to_list(), "size": len(keys) + 1,
+                         "min_count": first.min_count}
+        else:
+            unique = values.unique().collect()["value"]
+            hashed = stable_hash(unique) % np.uint64(first.buckets - 1) + np.uint64(1)  # type: ignore[operator]
+            out[name] = {"transform": "hash", "keys": unique.to_list(),
+                         "ids": hashed.astype(np.int64).tolist(), "size": first.buckets,
+                         "hash": "blake2b-64 of the value's UTF-8 text mod (size - 1), plus 1"}
+    return out
+
+
+def fit_dense(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, Any]]:
+    train = frame.filter(pl.col(_SPLIT) == 0)
+    out: dict[str, dict[str, Any]] = {}
+    for d in spec.dense:
+        x = pl.col(d.source).cast(pl.Float64)
+        if "log1p" in d.transform:
+            x = x.log1p()
+        if d.transform == "bucketize":
+            qs = [i / d.num_buckets for i in range(1, d.num_buckets)]
+            row = train.select([x.quantile(q).alias(str(q)) for q in qs]).collect().row(0)
+            out[d.name] = {"boundaries": sorted({float(v) for v in row if v is not None})}
+            continue
+        mean, std = train.select(x.mean().alias("m"), x.std().alias("s")).collect().row(0)
+        out[d.name] = {"mean": float(mean or 0.0), "std": float(std or 0.0) or 1.0}
+    return out
+
+
+def _dense_expr(d: DenseSpec, stats: dict[str, Any]) -> pl.Expr:
+    x = pl.col(d.source).cast(pl.Float64)
+    if "log1p" in d.transform:
+        x = x.log1p()
+    if d.transform == "bucketize":
+        ids = pl.sum_horizontal([(x >= b).cast(pl.Int64) for b in stats["boundaries"]] or
+                                [pl.lit(0, pl.Int64)]) + 1
+        return pl.when(x.is_null()).then(0).otherwise(ids).cast(pl.Int64).alias(d.name)
+    if "standardize" in d.transform:
+        x = (x - stats["mean"]) / stats["std"]
+        fill = 0.0
+    else:
+        fill = stats["mean"]
+    return x.fill_null(fill).cast(pl.Float32).alias(d.name)
+
+
+def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, int]]:
+    """Counts nulls per split; raises on input no policy covers. One pass over the export."""
+    checks: dict[str, tuple[pl.Expr, str]] = {}
+    for label in spec.labels:
+        checks[f"label:{label}"] = (~pl.col(label).cast(pl.Float64).is_in([0.0, 1.0])
+                                    | pl.col(label).is_null(), "labels 0 or 1, not null")
+    for d in spec.dense:
+        x = pl.col(d.source).cast(pl.Float64)
+        checks[f"nonfinite:{d.source}"] = (x.is_nan() | x.is_infinite(), "finite floats")
+        if spec.nulls.dense == "error":
+            checks[f"null:{d.source}"] = (x.is_null(), "no nulls (nulls.dense: error)")
+    for f in spec.sparse:
+        if spec.nulls.sparse == "error":
+            null = pl.col(f.source).is_null()
+            if f.multi_valued:
+                null = null | pl.col(f.source).list.eval(pl.element().is_null()).list.any()
+            checks[f"null:{f.source}"] = (null, "no null ids (nulls.sparse: error)")
+        if f.transform == "identity":
+            def outside(e: pl.Expr, size: int = f.buckets) -> pl.Expr:  # type: ignore[assignment]
+                return (e < 0) | (e >= size)
+
+            outside_ids = (pl.col(f.source).list.eval(outside(pl.element())).list.any()
+                           if f.multi_valued else outside(pl.col(f.source)))
+            checks[f"range:{f.source}"] = (outside_ids.fill_null(False), f"ids in [0, {f.buckets})")
+    if spec.weight:
+        w = pl.col(spec.weight).cast(pl.Float64)
+        checks[f"weight:{spec.weight}"] = (w.is_null() | w.is_nan() | (w < 0),
+                                           "finite, non-negative sample weights")
+    violations = frame.select([e.sum().alias(k) for k, (e, _) in checks.items()]).collect().row(
+        0, named=True) if checks else {}
+    for key, count in violations.items():
+        if count:
+            expr, expected = checks[key]
+            where = frame.filter(expr)
+            first = where.select(_FILE, _ROW).head(1).collect().row(0)
+            column = key.split(":", 1)[1]
+            raise DataError(f"{first[0]}: column {column!r}: {count} row(s) violate the schema; "
+                            f"expected {expected} (first at row {first[1]} of the export)")
+    nulls = {}
+    for f in spec.sparse:
+        null = pl.col(f.source).is_null()
+        if f.multi_valued:
+            null = pl.col(f.source).list.eval(pl.element().is_null()).list.sum().fill_null(1)
+        nulls[f"sparse:{f.name}"] = null
+    nulls |= {f"dense:{d.name}": pl.col(d.source).is_null() for d in spec.dense}
+    per_split = frame.group_by(_SPLIT).agg(pl.len().alias("__rows"),
+                                           *[e.sum().alias(k) for k, e in nulls.items()]).collect()
+    out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for row in per_split.iter_rows(named=True):
+        out[SPLITS[row.pop(_SPLIT)]] = {k: int(v) for k, v in row.items()}
+    return out
+
+
+def prepare(spec: PrepareSpec) -> dict[str, Any]:
+    files, readable = source_files(spec.source)
+    dtypes = check_schemas(files, spec, spec.source)
+    frame = (pl.scan_parquet(readable, include_file_paths=_FILE).with_row_index(_ROW)
+             .with_columns(split_expr(spec, dtypes).alias(_SPLIT)))
+    counts = check_values(frame, spec)
+    tables = fit_tables(frame, spec)
+    dense = fit_dense(frame, spec)
+
+    outputs = [_map_ids(f, tables[f.table_name].get("keys", []), tables[f.table_name].get("ids", []))
+               if tables[f.table_name]["transform"] != "identity"
+               else pl.col(f.source).cast(pl.List(pl.Int64) if f.multi_valued else pl.Int64).alias(f.name)
+               for f in spec.sparse]
+    outputs += [_dense_expr(d, dense[d.name]) for d in spec.dense]
+    outputs += [pl.col(c).cast(pl.Int8).alias(c) for c in spec.labels]
+    if spec.group:
+        g = pl.col(spec.group)
+        outputs.append((g.cast(pl.Int64) if dtypes[spec.group].is_integer() else g.map_batches(
+            lambda v: pl.Series((stable_hash(v) >> np.uint64(1)).astype(np.int64)),
+            return_dtype=pl.Int64)).alias("group_id"))
+    if spec.weight:
+        outputs.append(pl.col(spec.weight).cast(pl.Float32).alias(spec.weight))
+    outputs += [pl.col(c) for c in spec.keep]
+
+    out = Path(spec.output)
+    unseen = _unseen_counts(frame, spec, tables)
+    for k, split in enumerate(SPLITS):
+        target = out / split
+        target.mkdir(parents=True, exist_ok=True)
+        for old in target.glob("*.parquet"):
+            old.unlink()
+        part = frame.filter(pl.col(_SPLIT) == k).select(outputs)
+        if counts[split].get("__rows"):
+            part.sink_parquet(pl.PartitionBy(target, max_rows_per_file=spec.rows_per_file),
+                              row_group_size=spec.row_group_size, mkdir=True)
+    stats = _write_stats(spec, out, files, counts, unseen, tables, dense)
+    _write_config(spec, out, tables, dense)
+    for split in SPLITS:
+        print(f"{split}: {counts[split].get('__rows', 0):,} rows")
+    print(f"wrote {out}/{{train,valid,test}}, stats.json, vocab/ and {spec.name}.yaml")
+    return stats
+
+
+def _unseen_counts(frame: pl.LazyFrame, spec: PrepareSpec,
+                   tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per split and vocab feature: non-null values that map to the OOV id 0 (unseen in train
+    or rarer than ``min_count``)."""
+    exprs = {}
+    for f in spec.sparse:
+        t = tables[f.table_name]
+        if t["transform"] != "vocab":
+            continue
+        known = pl.Series(t["keys"], dtype=pl.String)
+        values = pl.col(f.source).explode() if f.multi_valued else pl.col(f.source)
+        values = values.cast(pl.String)
+        exprs[f.name] = (values.is_not_null() & ~values.is_in(known.implode())).sum()
+    if not exprs:
+        return {s: {} for s in SPLITS}
+    rows = frame.group_by(_SPLIT).agg(**exprs).collect()
+    out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for row in rows.iter_rows(named=True):
+        out[SPLITS[row.pop(_SPLIT)]] = {k: int(v) for k, v in row.items()}
+    return out
+
+
+def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[str, Any],
+                 unseen: dict[str, Any], tables: dict[str, dict[str, Any]],
+                 dense: dict[str, Any]) -> dict[str, Any]:
+    (out / "vocab").mkdir(parents=True, exist_ok=True)
+    for name, t in tables.items():
+        if t["transform"] == "vocab":
+            pl.DataFrame({"value": t["keys"], "id": t["ids"], "count": t["counts"]}).write_parquet(
+                out / "vocab" / f"{name}.parquet")
+    splits = {}
+    for split in SPLITS:
+        c = counts[split]
+        policy = {}
+        for f in spec.sparse:
+            if c.get(f"sparse:{f.name}"):
+                policy[f"nulls_to_oov/{f.name}"] = c[f"sparse:{f.name}"]
+            if unseen[split].get(f.name):
+                policy[f"unseen_to_oov/{f.name}"] = unseen[split][f.name]
+        for d in spec.dense:
+            if c.get(f"dense:{d.name}"):
+                key = "nulls_to_zero_id" if d.transform == "bucketize" else "nulls_filled_mean"
+                policy[f"{key}/{d.name}"] = c[f"dense:{d.name}"]
+        splits[split] = {"rows": c.get("__rows", 0), "policy_counts": policy,
+                         "null_rates": {k: v / c["__rows"] for k, v in c.items()
+                                        if k != "__rows" and c.get("__rows")}}
+    stats = {"name": spec.name, "source": spec.source, "files": files, "splits": splits,
+             "rows_in": sum(s["rows"] for s in splits.values()),
+             "tables": {n: {k: v for k, v in t.items() if k not in ("keys", "ids", "counts")}
+                        for n, t in tables.items()},
+             "dense": dense}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def _write_config(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]],
+                  dense: dict[str, Any]) -> None:
+    sparse_tables = {f.table_name: f for f in spec.sparse}
+    cfg_tables = [{"name": n, "num_embeddings": int(tables[n]["size"]), "dim": f.dim,
+                   "pooling": f.pooling} for n, f in sparse_tables.items()]
+    cfg_sparse = [{"name": f.name, "table": f.table_name, "multi_valued": f.multi_valued}
+                  for f in spec.sparse]
+    for d in spec.dense:
+        if d.transform == "bucketize":
+            cfg_tables.append({"name": d.name, "dim": d.dim,
+                               "num_embeddings": len(dense[d.name]["boundaries"]) + 2})
+            cfg_sparse.append({"name": d.name, "table": d.name, "multi_valued": False})
+    config: dict[str, Any] = {"name": spec.name, "data": {"root": str(out.resolve())},
+                              "features": {"tables": cfg_tables, "sparse": cfg_sparse,
+                                           "dense": [d.name for d in spec.dense
+                                                     if d.transform != "bucketize"]}}
+    if spec.group:
+        config["features"]["group"] = "group_id"
+    if spec.base_config:
+        config = {"base": spec.base_config} | config
+    else:
+        config["tasks"] = [{"name": label, "label": label} for label in spec.labels]
+    (out / f"{spec.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
