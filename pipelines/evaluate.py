@@ -1,31 +1,186 @@
-"""`recmtl evaluate`: a checkpoint + test Parquet -> report.json, report.html, a printed table."""
+"""`recmtl evaluate`: a checkpoint (or a serving bundle) + test Parquet -> report.json,
+report.html, a printed table, and optionally predictions.parquet.
+
+Rows are read in data order (part files sorted by path, row groups in file order), the order
+``ParquetBatchReader`` yields them with one rank and no shuffle, so predictions from a
+checkpoint, from a bundle and the slice columns all line up row for row.
+
+Slice columns (``evaluate.slices``) are read straight from the Parquet files beside the
+predictions rather than through ``Batch.extras``: extras are float32 by contract, while a
+slice column is categorical (integer, string or boolean ids, nulls allowed and reported).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
 from recmtl.config import Config
-from recmtl.data.reader import ParquetBatchReader
+from recmtl.data.reader import ParquetBatchReader, RowGroup, discover
 from recmtl.data.schema import FeatureSchema
+from recmtl.data.validate import DataError, check_nulls
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report, format_table
-from recmtl.predict import predict
-from recmtl.train.checkpoint import load_unsharded
+from recmtl.metrics.slices import SliceColumn
 
 
-def evaluate(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
-             split: str = "test") -> dict[str, Any]:
-    model = load_unsharded(cfg, checkpoint)
+def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
+    """``cfg`` with ``columns`` added to ``evaluate.slices`` (``--slice`` on the command line)."""
+    slices = tuple(dict.fromkeys((*cfg.evaluate.slices, *columns)))
+    return dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, slices=slices))
+
+
+def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
+             split: str = "test", bundle: str | Path | None = None) -> dict[str, Any]:
+    """Scores ``split`` with ``checkpoint`` or, instead, with the serving ``bundle`` (plain
+    torch, no torchrec in the scoring path); writes the report into ``out_dir``."""
+    if checkpoint is not None and bundle is not None:
+        raise ValueError("evaluate takes a checkpoint or a bundle, not both")
+    uri = f"{cfg.data.root.rstrip('/')}/{split}"
     schema = FeatureSchema.from_config(cfg, with_extras=True)
-    reader = ParquetBatchReader(f"{cfg.data.root.rstrip('/')}/{split}", schema,
-                                cfg.data.eval_batch_size)
-    report = build_report(cfg.tasks, predict(model, reader.epoch(0), cfg.tasks))
-    report |= {"split": split, "checkpoint": str(checkpoint), "data": reader.uri}
+    fs, row_groups = discover(uri, schema)
+    slices = read_slices(fs, row_groups, cfg.evaluate.slices)  # a bad column fails before scoring
+    diagnostics = None
+    if bundle is not None:
+        cols = bundle_predictions(bundle, fs, row_groups, schema)
+        source = {"bundle": str(bundle)}
+    elif checkpoint is not None:
+        cols, diagnostics = checkpoint_predictions(cfg, checkpoint, uri, schema)
+        source = {"checkpoint": str(checkpoint)}
+    else:
+        raise ValueError("evaluate needs a checkpoint or a bundle")
+    rows = len(next(iter(cols.values())))
+    for name, col in slices.items():
+        if len(col.codes) != rows:  # the reader and the Parquet files disagree: never guess
+            raise DataError(f"{uri}: slice column {name!r} has {len(col.codes)} rows, "
+                            f"the predictions {rows}")
+    missing = [t.name for t in cfg.tasks if f"pred/{t.name}" not in cols]
+    if missing:
+        print(f"not scored (the bundle does not serve them): {', '.join(missing)}")
+    report = build_report(cfg.tasks, cols, bootstrap=cfg.evaluate.bootstrap, slices=slices,
+                          max_slices=cfg.evaluate.max_slices)
+    report |= {"split": split, **source, "data": uri}
+    if diagnostics and diagnostics["gates"]:
+        report["diagnostics"] = diagnostics
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.html").write_text(render_html(report, f"recmtl: {cfg.name} ({split})"))
+    if cfg.evaluate.save_predictions:
+        write_predictions(out / "predictions.parquet", cfg, cols)
     print(format_table(report))
     return report
+
+
+def checkpoint_predictions(cfg: Config, checkpoint: str | Path, uri: str,
+                           schema: FeatureSchema
+                           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Predictions beside labels, and the expert-health summary of the same pass."""
+    from recmtl.modules.diagnostics import ExpertProbe
+    from recmtl.predict import predict
+    from recmtl.train.checkpoint import load_unsharded
+
+    model = load_unsharded(cfg, checkpoint)
+    reader = ParquetBatchReader(uri, schema, cfg.data.eval_batch_size)
+    probe = ExpertProbe(model.dense_ranker.backbone)
+    with probe:
+        cols = predict(model, reader.epoch(0), cfg.tasks)
+    return cols, probe.summary()
+
+
+def _row_groups(fs: pafs.FileSystem, row_groups: list[RowGroup], columns: list[str]
+                ) -> Iterator[tuple[str, pa.Table]]:
+    """``(where, table)`` per row group in data order; a column missing from a file is an
+    error naming the file (pyarrow would silently leave it out)."""
+    files: dict[str, pq.ParquetFile] = {}
+    for rg in row_groups:
+        if rg.path not in files:
+            files[rg.path] = pq.ParquetFile(fs.open_input_file(rg.path))
+            names = set(files[rg.path].schema_arrow.names)
+            for col in columns:
+                if col not in names:
+                    raise DataError(f"{rg.path}: column {col!r} is missing; expected it for "
+                                    "evaluation (evaluate.slices or the bundle's features)")
+        yield f"{rg.path}, row group {rg.index}", files[rg.path].read_row_group(rg.index,
+                                                                               columns=columns)
+
+
+def bundle_predictions(bundle: str | Path, fs: pafs.FileSystem, row_groups: list[RowGroup],
+                       schema: FeatureSchema) -> dict[str, np.ndarray]:
+    """What ``recmtl.predict.predict`` returns, with the bundle's scorer doing the scoring."""
+    from recmtl.export.scorer import BundleScorer
+
+    scorer = BundleScorer(bundle)
+    inputs = [f["name"] for f in scorer.features] + list(scorer.dense_features)
+    columns = list(dict.fromkeys(inputs + schema.columns))
+    parts: dict[str, list[np.ndarray]] = {}
+    for where, table in _row_groups(fs, row_groups, columns):
+        check_nulls(table, schema, where, 0)
+        cols = {f"pred/{k}": v.numpy() for k, v in scorer.score_rows(table, where).items()}
+        for c in (*schema.labels, *schema.targets, *schema.extras):
+            cols[c] = table.column(c).to_numpy()
+        if schema.group:
+            cols["group"] = table.column(schema.group).to_numpy()
+        for k, v in cols.items():
+            parts.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def read_slices(fs: pafs.FileSystem, row_groups: list[RowGroup], columns: Sequence[str]
+                ) -> dict[str, SliceColumn]:
+    """Each slice column over all rows in data order, factorised (nulls become a value)."""
+    if not columns:
+        return {}
+    chunks: dict[str, list[pa.Array]] = {c: [] for c in columns}
+    for _, table in _row_groups(fs, row_groups, list(columns)):
+        for c in columns:
+            chunks[c].extend(table.column(c).chunks)
+    out = {}
+    for c in columns:
+        try:
+            arr = pa.chunked_array(chunks[c]).combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise DataError(f"slice column {c!r} has different types across files: {e}") from e
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        if not (pa.types.is_integer(arr.type) or pa.types.is_string(arr.type)
+                or pa.types.is_large_string(arr.type) or pa.types.is_boolean(arr.type)):
+            raise DataError(f"slice column {c!r} has type {arr.type}; expected categorical "
+                            "values (integers, strings or booleans)")
+        encoded = arr.dictionary_encode()
+        values = tuple(encoded.dictionary.to_pylist())
+        codes = pc.fill_null(encoded.indices, len(values)).to_numpy().astype(np.int64)
+        out[c] = SliceColumn(codes, values + ((None,) if arr.null_count else ()))
+    return out
+
+
+def write_predictions(path: Path, cfg: Config, cols: dict[str, np.ndarray]) -> None:
+    """Labels (int8) and ``pred/<task>`` scores, one row per data row, in data order."""
+    labels = dict.fromkeys(c for t in cfg.tasks for c in (t.label, t.space) if c and c in cols)
+    table: dict[str, np.ndarray] = {c: cols[c].astype(np.int8) for c in labels}
+    for t in cfg.tasks:
+        p = cols.get(f"pred/{t.name}")
+        if p is not None:
+            # Model outputs are float32: keep them that way when it loses nothing.
+            p32 = p.astype(np.float32)
+            table[f"pred/{t.name}"] = p32 if np.array_equal(p32, p) else p
+    pq.write_table(pa.table(table), path)
+    _log_to_active_mlflow_run(path)
+
+
+def _log_to_active_mlflow_run(path: Path) -> None:
+    """Inside ``recmtl train``'s run, the predictions go beside report.json, so ``recmtl
+    compare`` can pair two MLflow runs."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_artifact(str(path))

@@ -1,5 +1,6 @@
 """``report.json`` -> one self-contained HTML page: a metrics table and, per task, ROC,
-reliability and score-histogram plots as inline SVG (no scripts, no external files)."""
+reliability and score-histogram plots as inline SVG, a table per slice column, and the
+expert-gate heatmaps when the report carries diagnostics (no scripts, no external files)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,53 @@ COLUMNS = ("space", "rows", "positives", "auc", "auc_ci95", "oracle_auc", "gauc"
            "ne", "calibration", "ece")
 
 
+def _slices(task: str, slices: dict[str, list[dict[str, Any]]]) -> str:
+    """One table per slice column: value, rows, positives, AUC (the pooled rest last)."""
+    out = ""
+    for column, entries in slices.items():
+        body = ""
+        for e in entries:
+            value = (f"other ({e['other']} values)" if "other" in e
+                     else "null" if e["value"] is None else str(e["value"]))
+            body += (f"<tr><td>{html.escape(value)}</td><td>{e['rows']:,}</td>"
+                     f"<td>{e['positives']:,}</td><td>{_fmt(e['auc'])}</td></tr>")
+        out += (f'<table class="slices" id="slices-{html.escape(task)}-{html.escape(column)}">'
+                f"<caption>{html.escape(task)} by <code>{html.escape(column)}</code></caption>"
+                f"<thead><tr><th>{html.escape(column)}</th><th>rows</th><th>positives</th>"
+                f"<th>auc</th></tr></thead><tbody>{body}</tbody></table>")
+    return out
+
+
+def _gate_heatmaps(diagnostics: dict[str, Any]) -> str:
+    """Per gate, rows (tasks) x experts shaded by mean gate weight; per expert block the
+    share of non-positive outputs (dead ReLU units)."""
+    out = ""
+    cell = 34
+    for name, gate in diagnostics.get("gates", {}).items():
+        mass = gate["mass"]
+        width, height = PAD + cell * len(mass[0]), 20 + cell * len(mass)
+        body = ""
+        for r, row in enumerate(mass):
+            body += f'<text x="2" y="{20 + r * cell + cell / 2 + 4}" font-size="10">{r}</text>'
+            for e, m in enumerate(row):
+                x, y = PAD + e * cell, 20 + r * cell
+                body += (f'<rect class="cell" x="{x}" y="{y}" width="{cell - 2}" '
+                         f'height="{cell - 2}" fill="#1f77b4" fill-opacity="{min(max(m, 0), 1):.3f}"'
+                         f' stroke="#ccc"/><text x="{x + 3}" y="{y + cell / 2 + 4}" '
+                         f'font-size="9">{m:.2f}</text>')
+        out += (f'<svg class="plot gates" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+                f'height="{height}" role="img" aria-label="gate {html.escape(name)}">'
+                f"<title>gate {html.escape(name)}: mean weight per row (task) and expert"
+                f'</title><text x="{PAD}" y="12" font-size="11">{html.escape(name)}</text>'
+                f"{body}</svg>")
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_fmt(e['nonpositive_share'])}</td></tr>"
+                   for name, e in diagnostics.get("experts", {}).items())
+    return (f'<section id="experts"><h2>Expert health</h2><p>Mean gate weight per row '
+            f"(task) and expert; entropy and dead shares in report.json.</p>{out}"
+            f"<table><thead><tr><th>experts</th><th>non-positive share per expert</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table></section>")
+
+
 def render_html(report: dict[str, Any], title: str = "recmtl evaluation report") -> str:
     head = "".join(f"<th>{c}</th>" for c in ("task", *COLUMNS))
     rows = "".join(
@@ -92,18 +140,24 @@ def render_html(report: dict[str, Any], title: str = "recmtl evaluation report")
     sections = ""
     for name, m in report["tasks"].items():
         curves = m.get("curves")
-        plots = ("<p>one class only: no curves</p>" if not curves else
-                 _roc(name, curves, m.get("auc")) + _reliability(name, curves)
-                 + _histogram(name, curves))
+        if m.get("kind") == "regression":
+            plots = f"<p>regression: rmse {_fmt(m['rmse'])}, mae {_fmt(m['mae'])}</p>"
+        elif not curves:
+            plots = "<p>one class only: no curves</p>"
+        else:
+            plots = (_roc(name, curves, m.get("auc")) + _reliability(name, curves)
+                     + _histogram(name, curves))
         sections += (f'<section id="task-{html.escape(name)}"><h2>{html.escape(name)}</h2>'
                      f"<p>label <code>{html.escape(str(m['label']))}</code>, sample space "
-                     f"{html.escape(str(m['space'] or 'all rows'))}</p>{plots}</section>")
+                     f"{html.escape(str(m['space'] or 'all rows'))}</p>{plots}"
+                     f"{_slices(name, m.get('slices', {}))}</section>")
     meta = "".join(f"<li>{html.escape(k)}: {_fmt(report.get(k))}</li>"
-                   for k in ("rows", "split", "checkpoint", "data") if k in report)
+                   for k in ("rows", "split", "checkpoint", "bundle", "data") if k in report)
     return (
         f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
         f"{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em}}"
         f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;"
         f"text-align:right}}svg{{margin:4px}}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<ul>{meta}</ul><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-        f"{sections}</body></html>")
+        f"{sections}{_gate_heatmaps(report['diagnostics']) if 'diagnostics' in report else ''}"
+        f"</body></html>")

@@ -7,8 +7,9 @@ from sklearn.metrics import log_loss, roc_curve
 
 from recmtl.config import TaskConfig
 from recmtl.metrics.auc import auc
+from recmtl.metrics.bootstrap import auc_interval
 from recmtl.metrics.calibration import ece_equal_mass
-from recmtl.metrics.curves import auc_interval, normalized_entropy, reliability_bins, roc_points
+from recmtl.metrics.curves import normalized_entropy, reliability_bins, roc_points
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report
 
@@ -82,3 +83,24 @@ def test_html_has_every_task_and_every_plot():
         assert f"{m['auc']:.4f}" in page
         for kind in ("roc", "calibration", "histogram"):
             assert f'class="plot {kind}"' in page
+
+
+def test_html_draws_one_gate_heatmap_cell_per_task_and_expert():
+    rng = np.random.default_rng(1)
+    y = (rng.random(200) < 0.3).astype(float)
+    report = build_report((TaskConfig("ctr", "click"),), {"click": y, "pred/ctr": rng.random(200)},
+                          bootstrap=0)
+    report["diagnostics"] = {
+        "gates": {"gate": {"mass": [[0.7, 0.2, 0.1], [0.05, 0.05, 0.9]], "entropy": [0.8, 0.4],
+                           "rows": 200},
+                  "levels.0.shared_gate": {"mass": [[0.5, 0.5]], "entropy": [0.69], "rows": 200}},
+        "experts": {"experts": {"nonpositive_share": [0.5, 0.93, 0.1]}}}
+    page = render_html(report)
+    heatmaps = re.findall(r'<svg class="plot gates".*?</svg>', page)
+    assert len(heatmaps) == 2
+    cells = [re.findall(r'class="cell"[^>]*fill-opacity="([0-9.]+)"', h) for h in heatmaps]
+    assert [float(v) for v in cells[0]] == [0.7, 0.2, 0.1, 0.05, 0.05, 0.9]
+    assert len(cells[1]) == 2
+    for svg in heatmaps:
+        ET.fromstring(svg)
+    assert "0.9300" in page  # the dead share of expert 1

@@ -50,6 +50,9 @@ def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path
     assert any(k.startswith("diag/gate/") for k in run.data.metrics)  # expert health
 
     report = json.loads(Path(summary["report"]).read_text())
+    mass = report["diagnostics"]["gates"]["gate"]["mass"]  # MMoE: one row per base task
+    assert len(mass) == 2 and all(abs(sum(row) - 1) < 1e-6 for row in mass)
+    assert 'class="plot gates"' in Path(summary["report_html"]).read_text()
     for task in ("ctr", "cvr", "ctcvr"):
         m = report["tasks"][task]
         assert run.data.metrics[f"test/auc_{task}"] == pytest.approx(m["auc"])
