@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q fbgemm-gpu-cpu==1.8.0
 	$(PIP) install -q --no-deps torchrec==1.8.0
-	$(PIP) install -q -e ".[cpu,dev]"
+	$(PIP) install -q -e ".[cpu,dev,feast]"
 	# Bytecode once at install: imports in every Ray worker drop from ~26 s to ~10 s here.
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)

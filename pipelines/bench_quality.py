@@ -74,17 +74,18 @@ def run_variant(config: str, name: str, overrides: list[str], extra: list[str]) 
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    tasks = list(results[0]["tasks"])
+    tasks = list(dict.fromkeys(t for r in results for t in r["tasks"]))  # variants may differ
     head = ["variant", *[f"{t} AUC" for t in tasks], *[f"{t} logloss" for t in tasks],
             "samples/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in results:
         cells = [r["variant"]]
-        cells += [_f(r["tasks"][t]["auc"]) for t in tasks]
-        cells += [_f(r["tasks"][t]["logloss"]) for t in tasks]
+        cells += [_f(r["tasks"].get(t, {}).get("auc")) for t in tasks]
+        cells += [_f(r["tasks"].get(t, {}).get("logloss")) for t in tasks]
         cells.append(f"{r['samples_per_s']:,.0f}" if r["samples_per_s"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    oracle = {t: results[0]["tasks"][t]["oracle_auc"] for t in tasks}
+    oracle = {t: next((r["tasks"][t]["oracle_auc"] for r in results if t in r["tasks"]), None)
+              for t in tasks}
     if any(v is not None for v in oracle.values()):
         lines.append("| oracle | " + " | ".join(_f(oracle[t]) for t in tasks)
                      + " |" + " |" * (len(tasks) + 1))
@@ -107,11 +108,13 @@ def main() -> None:
     quiet_third_party()
     suite = SUITES[args.suite]
     names = args.only.split(",") if args.only else list(suite)
-    results = [run_variant(args.config, n, suite[n], args.overrides) for n in names]
-    print(table(results))
+    results: list[dict[str, Any]] = []
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"config": args.config, "results": results,
-                                          "table": table(results)}, indent=2))
+    for n in names:  # written after every variant: a crash keeps what was measured
+        results.append(run_variant(args.config, n, suite[n], args.overrides))
+        Path(args.out).write_text(json.dumps({"config": args.config, "results": results,
+                                              "table": table(results)}, indent=2))
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -99,11 +99,22 @@ class NullPolicy:
 
 
 @dataclass(frozen=True)
+class FeastSource:
+    """Build the raw export with Feast's point-in-time join (``pipelines/feast_source.py``)."""
+
+    repo: str  # the Feast repository (feature_store.yaml)
+    entities: str  # Parquet: entity keys, the event timestamp, labels
+    features: tuple[str, ...]  # "feature_view:feature" references
+    timestamp_column: str = "event_timestamp"
+
+
+@dataclass(frozen=True)
 class PrepareSpec:
     name: str
-    source: str
     output: str
     labels: tuple[str, ...]
+    source: str = ""  # the export; or built from ``feast``
+    feast: FeastSource | None = None
     sparse: tuple[SparseSpec, ...] = ()
     dense: tuple[DenseSpec, ...] = ()
     group: str | None = None
@@ -127,6 +138,12 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Prep
     spec: PrepareSpec = build_dataclass(PrepareSpec, raw | (overrides or {}), str(path))
     if spec.base_config and not Path(spec.base_config).is_absolute():
         spec = _replace(spec, base_config=str((path.parent / spec.base_config).resolve()))
+    if spec.feast:  # paths in the spec are relative to it
+        feast = spec.feast
+        repo, entities = (str((path.parent / p).resolve()) if "://" not in p else p
+                          for p in (feast.repo, feast.entities))
+        spec = _replace(spec, feast=FeastSource(repo, entities, feast.features,
+                                                feast.timestamp_column))
     check_spec(spec, str(path))
     return spec
 
@@ -141,6 +158,10 @@ def check_spec(spec: PrepareSpec, source: str) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
+    if bool(spec.source) == bool(spec.feast):
+        fail("give exactly one of source (a Parquet export) and feast (a Feast repository)")
+    if spec.feast and not spec.feast.features:
+        fail("feast.features: at least one 'feature_view:feature' reference is required")
     names = [f.name for f in spec.sparse] + [f.name for f in spec.dense]
     if len(set(names)) != len(names):
         fail(f"sparse/dense: duplicate feature name in {names}")

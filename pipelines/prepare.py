@@ -22,6 +22,7 @@ The work is lazy: each pass (checks, fits, one write per split) streams the expo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -104,9 +105,13 @@ def split_expr(spec: PrepareSpec, dtypes: dict[str, pl.DataType]) -> pl.Expr:
     s = spec.split
     if s.kind == "time":
         col = pl.col(s.column)  # type: ignore[arg-type]
-        if dtypes[s.column].is_temporal():  # type: ignore[index]
-            valid = pl.lit(s.valid_from).str.to_datetime()
-            test = pl.lit(s.test_from).str.to_datetime()
+        dtype = dtypes[s.column]  # type: ignore[index]
+        if isinstance(dtype, pl.Datetime):  # a boundary without a zone is in the column's zone
+            valid, test = (pl.lit(v).str.to_datetime(time_unit=dtype.time_unit,
+                                                     time_zone=dtype.time_zone)
+                           for v in (s.valid_from, s.test_from))
+        elif dtype == pl.Date:
+            valid, test = (pl.lit(v).str.to_date() for v in (s.valid_from, s.test_from))
         else:
             valid, test = pl.lit(float(s.valid_from)), pl.lit(float(s.test_from))  # type: ignore[arg-type]
         return (pl.when(col < valid).then(0).when(col < test).then(1).otherwise(2)).cast(pl.Int8)
@@ -253,6 +258,11 @@ def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, 
 
 
 def prepare(spec: PrepareSpec) -> dict[str, Any]:
+    if spec.feast:
+        from pipelines.feast_source import export_from_feast
+
+        joined = export_from_feast(spec.feast, Path(spec.output) / "feast-export")
+        spec = dataclasses.replace(spec, source=str(joined), feast=None)
     files, readable = source_files(spec.source)
     dtypes = check_schemas(files, spec, spec.source)
     frame = (pl.scan_parquet(readable, include_file_paths=_FILE).with_row_index(_ROW)

@@ -259,3 +259,11 @@ def test_policy_counts_go_to_mlflow(prepared, tmp_path):
             assert metrics[f"data/{split}/{key}"] == count
     assert metrics["data/test/unseen_to_oov/item_id"] >= 5
     mlflow.set_tracking_uri(None)
+
+
+def test_a_spec_takes_one_source(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "output": "o", "labels": ["y"], "source": "s",
+                                    "feast": {"repo": "r", "entities": "e", "features": ["v:f"]}}))
+    with pytest.raises(ConfigError, match="exactly one of source"):
+        load_spec(path)
