@@ -1,7 +1,8 @@
-"""A decoded run of rows as numpy arrays: what the reader validates, shuffles and slices.
+"""A decoded row group as numpy arrays: what the reader validates and batches.
 
-A row group is decoded from Arrow once; shuffling is a numpy gather and batching is slicing
-(views, no copies). A multi-valued column keeps CSR ``offsets [n + 1]`` and flat ``values``.
+A row group is decoded from Arrow once; ``recmtl.data.assemble`` then gathers batches from it
+(in a shuffled order or not) straight into their final buffers. A multi-valued column keeps
+CSR ``offsets [n + 1]`` and flat ``values``.
 """
 
 from __future__ import annotations
@@ -47,56 +48,4 @@ class Columns:
             labels={c: table.column(c).to_numpy() for c in (*schema.labels, *schema.targets)},
             group=None if schema.group is None else table.column(schema.group).to_numpy(),
             extras={c: table.column(c).to_numpy() for c in schema.extras},
-        )
-
-    def _map(self, rows: slice | np.ndarray, list_ids: dict[str, np.ndarray],
-             list_offsets: dict[str, np.ndarray], n: int) -> Columns:
-        return Columns(
-            n=n,
-            ids={k: list_ids[k] if k in self.offsets else v[rows] for k, v in self.ids.items()},
-            offsets=list_offsets,
-            dense=self.dense[rows],
-            labels={k: v[rows] for k, v in self.labels.items()},
-            group=None if self.group is None else self.group[rows],
-            extras={k: v[rows] for k, v in self.extras.items()},
-        )
-
-    def slice(self, start: int, stop: int) -> Columns:
-        """Rows ``[start, stop)`` as views."""
-        ids, offsets = {}, {}
-        for k, off in self.offsets.items():
-            ids[k] = self.ids[k][off[start]:off[stop]]
-            offsets[k] = off[start:stop + 1] - off[start]
-        return self._map(slice(start, stop), ids, offsets, stop - start)
-
-    def take(self, rows: np.ndarray) -> Columns:
-        """Rows in the order of ``rows`` (a gather, used for shuffling)."""
-        ids, offsets = {}, {}
-        for k, off in self.offsets.items():
-            lengths = off[1:][rows] - off[:-1][rows]
-            new_off = np.concatenate([[0], np.cumsum(lengths)])
-            # Position i of the output reads old value off[row] + (i - new_off[row's slot]).
-            source = np.repeat(off[:-1][rows] - new_off[:-1], lengths) + np.arange(new_off[-1])
-            ids[k] = self.ids[k][source]
-            offsets[k] = new_off
-        return self._map(rows, ids, offsets, len(rows))
-
-    @staticmethod
-    def concat(parts: list[Columns]) -> Columns:
-        if len(parts) == 1:
-            return parts[0]
-        first = parts[0]
-        offsets = {}
-        for k in first.offsets:
-            shifted = [p.offsets[k][1:] + base for p, base in zip(
-                parts, np.cumsum([0] + [p.offsets[k][-1] for p in parts[:-1]]), strict=True)]
-            offsets[k] = np.concatenate([[0], *shifted])
-        return Columns(
-            n=sum(p.n for p in parts),
-            ids={k: np.concatenate([p.ids[k] for p in parts]) for k in first.ids},
-            offsets=offsets,
-            dense=np.concatenate([p.dense for p in parts]),
-            labels={k: np.concatenate([p.labels[k] for p in parts]) for k in first.labels},
-            group=None if first.group is None else np.concatenate([p.group for p in parts]),  # type: ignore[misc]
-            extras={k: np.concatenate([p.extras[k] for p in parts]) for k in first.extras},
         )

@@ -15,6 +15,7 @@ import math
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recmtl.data.assemble import Piece, Rows, assemble, num_rows, split_rows
 from recmtl.data.batch import Batch
 from recmtl.data.columns import Columns
 from recmtl.data.schema import FeatureSchema
@@ -157,24 +157,33 @@ class ParquetBatchReader:
         slices = shard(self.row_groups, self.rank, self.world_size, order)
         sizes = split_evenly(self.rows_on_rank(), self.num_batches)
         skip_rows = sum(sizes[:start_batch])
-        current: Columns | None = None
-        pos, step = 0, start_batch  # next unread row of ``current``; next batch index
-        for cols in self._read(slices, rng, skip_rows):
-            if current is None or pos == current.n:
-                current, pos = cols, 0
-            else:  # a batch straddles two slices: carry the remainder over
-                current, pos = Columns.concat([current.slice(pos, current.n), cols]), 0
-            while step < len(sizes) and current.n - pos >= sizes[step]:
-                yield to_batch(current.slice(pos, pos + sizes[step]), self.schema)
-                pos += sizes[step]
+        pending: deque[Piece] = deque()  # rows decoded but not yet batched, in order
+        available, step = 0, start_batch
+        for piece in self._read(slices, rng, skip_rows):
+            pending.append(piece)
+            available += num_rows(piece[1])
+            while step < len(sizes) and available >= sizes[step]:
+                need, parts = sizes[step], []
+                while need:
+                    cols, rows = pending[0]
+                    if num_rows(rows) <= need:
+                        parts.append(pending.popleft())
+                        need -= num_rows(rows)
+                    else:
+                        head, rest = split_rows(rows, need)
+                        parts.append((cols, head))
+                        pending[0] = (cols, rest)
+                        need = 0
+                yield assemble(parts, self.schema)
+                available -= sizes[step]
                 step += 1
-        left = 0 if current is None else current.n - pos
-        if step != len(sizes) or left:
-            raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {left} rows left")
+        if step != len(sizes) or available:
+            raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {available} rows left")
 
     def _read(self, slices: list[Slice], rng: np.random.Generator, skip_rows: int = 0
-              ) -> Iterator[Columns]:
-        """Decodes, validates and (when shuffling) permutes each slice of a row group. The next
+              ) -> Iterator[Piece]:
+        """Decodes and validates each slice of a row group; yields it with the order of its
+        rows (a permutation when shuffling, applied later by the batch gather). The next
         slice's Parquet read (GIL-free in Arrow) runs in a thread while this one is decoded.
         The first ``skip_rows`` rows (in shuffled order) are dropped; slices wholly inside them
         are not read, but still draw their permutation so the RNG stays in step."""
@@ -207,32 +216,10 @@ class ParquetBatchReader:
                 check_nulls(table, self.schema, where, s.start)
                 cols = Columns.decode(table, self.schema)
                 check_values(cols, self.schema, where, s.start)
-                if self.shuffle:
-                    cols = cols.take(rng.permutation(cols.n))
+                rows: Rows = rng.permutation(cols.n) if self.shuffle else slice(0, cols.n)
                 if skip_rows:
-                    cols, skip_rows = cols.slice(skip_rows, cols.n), 0
-                yield cols
-
-
-def to_batch(cols: Columns, schema: FeatureSchema) -> Batch:
-    """Decoded rows -> ``Batch``: the KJT's values and lengths are concatenated key-major."""
-    values, lengths = [], []
-    for s in schema.sparse:
-        values.append(cols.ids[s.name])
-        lengths.append(np.diff(cols.offsets[s.name]) if s.multi_valued
-                       else np.ones(cols.n, dtype=np.int64))
-    sparse = KeyedJaggedTensor(
-        keys=[s.name for s in schema.sparse],
-        values=torch.from_numpy(np.concatenate(values)),
-        lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32)),
-    )
-    return Batch(
-        dense=torch.from_numpy(np.array(cols.dense, dtype=np.float32)),
-        sparse=sparse,
-        labels={c: torch.from_numpy(v.astype(np.float32)) for c, v in cols.labels.items()},
-        group=None if cols.group is None else torch.from_numpy(cols.group.astype(np.int64)),
-        extras={c: torch.from_numpy(v.astype(np.float32)) for c, v in cols.extras.items()},
-    )
+                    rows, skip_rows = split_rows(rows, skip_rows)[1], 0
+                yield cols, rows
 
 
 _DONE = object()

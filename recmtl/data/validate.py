@@ -94,7 +94,8 @@ def check_values(cols: Columns, schema: FeatureSchema, where: str, first_row: in
     failure, so a clean row group costs a few passes over its memory."""
     for s in schema.sparse:
         ids = cols.ids[s.name]
-        if len(ids) == 0 or (ids.min() >= 0 and ids.max() < s.num_embeddings):
+        # One pass for both bounds: as unsigned, a negative id is larger than any table.
+        if len(ids) == 0 or ids.view(np.uint64).max() < s.num_embeddings:
             continue
         bad_ids = (ids < 0) | (ids >= s.num_embeddings)
         expected = f"ids in [0, {s.num_embeddings})"

@@ -19,6 +19,7 @@ from recmtl.config import LossConfig, TaskConfig
 from recmtl.data.batch import Batch
 from recmtl.losses import task_losses, weighted_terms
 from recmtl.train.pcgrad import PCGrad
+from recmtl.train.rec_metrics import metric_inputs
 
 PHASES = ("data", "forward", "backward", "optimizer")
 
@@ -38,14 +39,16 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
               log_every: int, on_log: Callable[[int, list[float], int], None] | None = None,
               warmup_steps: int = 5, time_phases: bool = False,
               after_step: Callable[[int], None] | None = None,
-              loss: LossConfig | None = None, bf16: bool = False) -> EpochStats:
+              loss: LossConfig | None = None, bf16: bool = False,
+              rec_metrics: Any = None) -> EpochStats:
     """Trains up to ``max_steps`` steps. ``on_log(step, mean task losses, rows)`` is called
     every ``log_every`` steps and at the end, the only places the step syncs with the host;
     ``after_step(steps done)`` after every step (checkpoints, fault drills).
 
     ``loss`` picks the weighting: uncertainty reads the ranker's ``loss_log_vars``; pcgrad
     projects the per-task gradients of the backbone (the shared dense parameters). ``bf16``
-    autocasts the forward; the losses are computed in float32.
+    autocasts the forward; the losses are computed in float32. ``rec_metrics`` (a torchrec
+    ``RecMetricModule``) is updated with every step's predictions.
     """
     loss = loss or LossConfig()
     ranker: Any = getattr(model, "module", model)  # DMP exposes the unwrapped ranker as .module
@@ -80,6 +83,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
             outputs = model(batch.dense, batch.sparse)
         outputs = {k: v.float() for k, v in outputs.items()}
         losses = task_losses(outputs, batch.labels, tasks, loss)
+        if rec_metrics is not None:
+            rec_metrics.update(metric_inputs(outputs, batch.labels, tasks))
         terms = weighted_terms(losses, tasks, loss, log_vars)
         total = torch.stack(list(terms.values())).sum()
         lap("forward")

@@ -37,6 +37,7 @@ from recmtl.train.checkpoint import (
     save_sharded,
 )
 from recmtl.train.loop import run_epoch
+from recmtl.train.rec_metrics import build_rec_metrics, computed
 from recmtl.train.schedule import LRSchedule
 from recmtl.train.sharding import shard_model
 from recmtl.train.tracking import MetricBuffer
@@ -103,6 +104,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         print(f"resumed at epoch {progress['epoch']}, batch {progress['batch']}, "
               f"step {progress['global_step']}", flush=True)
     task_names = [t.name for t in cfg.tasks]
+    rec_metrics = build_rec_metrics(cfg.tasks, train_reader.batch_size, device)
     global_step = progress["global_step"]
     for epoch in range(progress["epoch"], cfg.train.epochs):
         first = progress["batch"] if epoch == progress["epoch"] else 0
@@ -115,6 +117,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                    last: dict[str, float] = last, base: int = base) -> None:
             now = time.perf_counter()
             rate = rows * world / (now - last["time"])
+            tracked = computed(rec_metrics)  # collective: every rank computes at this step
             bar.update(step - int(last["step"]))
             bar.set_postfix(samples_s=f"{rate:,.0f}", loss=f"{sum(losses):.4f}")
             last.update(step=step, time=now)
@@ -122,7 +125,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 metrics = {f"train/loss_{n}": v for n, v in zip(task_names, losses, strict=True)}
                 lrs = {"train/lr_sparse": sparse_opt.param_groups[0]["lr"],
                        "train/lr_dense": dense_opt.param_groups[0]["lr"]}
-                tracker.add(metrics | lrs | {"train/samples_per_s": rate}, base + step)
+                tracker.add(metrics | lrs | tracked | {"train/samples_per_s": rate}, base + step)
                 tracker.flush()
 
         def after_step(done: int, epoch: int = epoch, first: int = first, base: int = base) -> None:
@@ -138,7 +141,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
         stats = run_epoch(dmp, optimizer, train_reader.epoch(epoch, first), cfg.tasks, device,
                           steps_per_epoch - first, cfg.train.log_every, on_log,
-                          after_step=after_step, loss=cfg.loss, bf16=cfg.train.bf16)
+                          after_step=after_step, loss=cfg.loss, bf16=cfg.train.bf16,
+                          rec_metrics=rec_metrics)
         bar.close()
         global_step += stats.steps
         counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)

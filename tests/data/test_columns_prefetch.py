@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from recmtl.data.assemble import assemble, split_rows
 from recmtl.data.columns import Columns
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.validate import DataError
@@ -22,26 +23,27 @@ def _cols():
     return Columns.decode(t, SCHEMA)
 
 
-def _lists(c):
-    off = c.offsets["recent"]
-    return [c.ids["recent"][off[i]:off[i + 1]].tolist() for i in range(c.n)]
+def _kjt_lists(batch, key):
+    kjt = batch.sparse.to_dict()[key]
+    return [v.tolist() for v in kjt.to_dense()]
 
 
-def test_take_gathers_lists_hand_worked():
-    c = _cols().take(np.array([3, 1, 0, 2]))
-    assert _lists(c) == [[4, 5, 6], [], [1, 2], [3]]
-    assert c.ids["item"].tolist() == [8, 6, 5, 7]
-    assert c.dense[:, 0].tolist() == [3.0, 1.0, 0.0, 2.0]
-    assert c.group.tolist() == [3, 1, 0, 2]
+def test_assemble_gathers_shuffled_and_sliced_pieces_hand_worked():
+    a, b = _cols(), _cols()
+    batch = assemble([(a, np.array([3, 1, 0])), (b, slice(1, 3))], SCHEMA)
+    assert _kjt_lists(batch, "recent") == [[4, 5, 6], [], [1, 2], [], [3]]
+    assert batch.sparse.to_dict()["item"].values().tolist() == [8, 6, 5, 6, 7]
+    assert batch.dense[:, 0].tolist() == [3.0, 1.0, 0.0, 1.0, 2.0]
+    assert batch.labels["click"].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert batch.labels["click"].dtype == torch.float32
+    assert batch.group.tolist() == [3, 1, 0, 1, 2]
+    assert batch.size == 5
 
 
-def test_slice_and_concat_hand_worked():
-    c = _cols()
-    a, b = c.slice(0, 1), c.slice(1, 4)
-    assert _lists(b) == [[], [3], [4, 5, 6]] and b.offsets["recent"].tolist() == [0, 0, 1, 4]
-    joined = Columns.concat([b, a])
-    assert _lists(joined) == [[], [3], [4, 5, 6], [1, 2]]
-    assert joined.labels["click"].tolist() == [0, 1, 1, 1]
+def test_split_rows_of_a_slice_and_of_a_permutation():
+    assert split_rows(slice(2, 9), 3) == (slice(2, 5), slice(5, 9))
+    head, rest = split_rows(np.array([4, 0, 3, 1]), 1)
+    assert head.tolist() == [4] and rest.tolist() == [0, 3, 1]
 
 
 def test_prefetch_yields_the_same_batches(tmp_path):

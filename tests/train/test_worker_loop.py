@@ -36,7 +36,10 @@ def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_ran
     losses = [m.value for m in client.get_metric_history(run_id, "train/loss_ctr")]
     assert [m.step for m in client.get_metric_history(run_id, "train/loss_ctr")] == [4, 8]
     assert all(0 < v < 5 for v in losses)
-    diag = {k: v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("diag/")}
+    logged = client.get_run(run_id).data.metrics
+    assert 0 < logged["train/auc-ctr/window_auc"] < 1  # torchrec.metrics, every log step
+    assert [m.step for m in client.get_metric_history(run_id, "train/ne-ctcvr/lifetime_ne")] == [4, 8]
+    diag = {k: v for k, v in logged.items() if k.startswith("diag/")}
     masses = [v for k, v in diag.items() if "/mass_e" in k]
     assert masses and all(0 <= v <= 1 for v in masses) or arch == "shared_bottom"
     restored = load_unsharded(cfg, tmp_path / "ckpt" / "epoch-0000")
