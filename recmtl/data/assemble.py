@@ -25,7 +25,8 @@ def num_rows(rows: Rows) -> int:
 
 
 def split_rows(rows: Rows, k: int) -> tuple[Rows, Rows]:
-    """The first ``k`` rows and the rest."""
+    """The first ``k`` rows (all, if there are fewer) and the rest."""
+    k = min(k, num_rows(rows))
     if isinstance(rows, slice):
         return slice(rows.start, rows.start + k), slice(rows.start + k, rows.stop)
     return rows[:k], rows[k:]
