@@ -49,13 +49,15 @@ def _rank(rank: int, world: int, port: int, raw: dict[str, Any], steps: int, out
                                         device, tables=cfg.features.tables)
         reader, _ = train_readers(cfg, rank, world)
         batches = reader.epoch(0)
+        pipelined = cfg.train.pipeline == "sparse_dist"
         stats = run_epoch(dmp, optimizer, batches, cfg.tasks, device, steps, log_every=steps,
-                          time_phases=True, loss=cfg.loss, bf16=cfg.train.bf16)
+                          time_phases=not pipelined, loss=cfg.loss, bf16=cfg.train.bf16,
+                          pipelined=pipelined)
         profiled = min(10, max(steps // 4, 3))
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             timed = run_epoch(dmp, optimizer, batches, cfg.tasks, device, profiled,
                               log_every=profiled, warmup_steps=0, loss=cfg.loss,
-                              bf16=cfg.train.bf16)
+                              bf16=cfg.train.bf16, pipelined=pipelined)
         with tempfile.TemporaryDirectory() as tmp:
             path = [f"{tmp}/ckpt" if rank == 0 else ""]
             dist.broadcast_object_list(path)  # one directory for all ranks (one machine)

@@ -195,6 +195,9 @@ class TrainConfig:
     # Autocast the forward to bfloat16 (the dense matmuls; embedding lookups and the loss stay
     # float32). Meant for GPUs; it runs on CPU too, usually slower there.
     bf16: bool = False
+    # sparse_dist: torchrec's TrainPipelineSparseDist overlaps the id all-to-all of the next
+    # batch with this one's forward and backward; none: the plain step (phase timings, PCGrad)
+    pipeline: str = "none"
     dense_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sparse_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     log_every: int = 20
@@ -450,6 +453,10 @@ def _check(cfg: Config, source: str) -> None:
                        ("sparse_schedule", cfg.train.sparse_schedule)):
         if sched.decay not in DECAYS or sched.warmup_steps < 0 or not 0 <= sched.final_factor <= 1:
             fail(f"train.{key}: decay in {DECAYS}, warmup_steps >= 0, 0 <= final_factor <= 1")
+    if cfg.train.pipeline not in ("none", "sparse_dist"):
+        fail(f"train.pipeline: {cfg.train.pipeline!r} not in ('none', 'sparse_dist')")
+    if cfg.train.pipeline == "sparse_dist" and cfg.loss.weighting == "pcgrad":
+        fail("loss.weighting: pcgrad needs the plain step (train.pipeline: none)")
     if cfg.train.cpus_per_worker <= 0 or cfg.train.gpus_per_worker < 0:
         fail("train: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
     if cfg.train.device not in ("cpu", "cuda"):

@@ -12,4 +12,5 @@ OBJECTIVES = {
                           "kind: regression, space: click}]", "loss.weighting=uncertainty"],
     "pcgrad": ["loss.weighting=pcgrad"],
     "bf16_cosine": ["train.bf16=true", "train.dense_schedule={warmup_steps: 2, decay: cosine}"],
+    "sparse_dist_pipeline": ["train.pipeline=sparse_dist"],
 }

@@ -87,3 +87,25 @@ def test_base_cycle_is_an_error(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.arch=moe"], "model.arch: 'moe' not in"),
+    (["model.gate=top1"], "model.gate: 'top1'"),
+    (["model.task_groups=[[ctr]]"], "task_groups: must hold every base task"),
+    (["model.transfer=aitm", "tasks=[{name: ctr, label: click}]"], "aitm needs at least two"),
+    (["loss.weighting=gradnorm"], "loss.weighting: 'gradnorm'"),
+    (["tasks=[{name: ctr, label: click}, {name: w, label: watch, kind: regression, "
+      "escm2: ips, space: click}]"], "regression task cannot be composed, use escm2"),
+    (["tasks=[{name: ctr, label: click}, {name: cvr, label: conversion, escm2: dr}]"],
+     "escm2: needs a base task with a space"),
+    (["train.sparse_optimizer=adam"], "adam is a fused embedding optimizer on cuda only"),
+    (["features.tables=[{name: user, num_embeddings: 9, dim: 4, sharding: [diagonal]}]",
+      "features.sparse=[{name: u, table: user}]", "model.interaction=none"],
+     r"sharding: \['diagonal'\]"),
+    (["train.dense_schedule={decay: step}"], "train.dense_schedule"),
+    (["train.pipeline=sparse_dist", "loss.weighting=pcgrad"], "pcgrad needs the plain step"),
+])
+def test_bad_model_loss_and_training_keys_fail_before_compute(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/demo.yaml", overrides)

@@ -10,13 +10,16 @@ and ``values`` holds the ids in the same order. A single-valued feature has leng
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.fx._symbolic_trace import PHBase
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
 
 
 @dataclass
-class Batch:
+class Batch(Pipelineable):
     """dense [B, D] float32; sparse KJT (F keys, B rows); labels {column: [B] float32};
     group [B] int64 or None (GAUC group); extras {column: [B] float32} (e.g. oracle
     probabilities, carried for evaluation only)."""
@@ -43,7 +46,13 @@ class Batch:
             extras={k: move(v) for k, v in self.extras.items()},
         )
 
-    def record_stream(self, stream: torch.cuda.Stream) -> None:
+    def to_proxy_tuple(self, model: torch.nn.Module) -> dict[str, Any]:
+        """For torchrec's train pipelines: placeholders for the model's ``(dense, sparse)``
+        arguments that name the batch attributes feeding them, so the pipeline can start the
+        sharded embeddings' input all-to-all of the next batch from ``batch.sparse``."""
+        return {"dense": _Field("dense"), "sparse": _Field("sparse")}
+
+    def record_stream(self, stream: torch.Stream) -> None:
         """Lets torchrec's train pipelines keep this batch alive on a side CUDA stream."""
         self.dense.record_stream(stream)
         self.sparse.record_stream(stream)
@@ -51,3 +60,11 @@ class Batch:
             t.record_stream(stream)
         if self.group is not None:
             self.group.record_stream(stream)
+
+
+class _Field(PHBase):
+    """An FX placeholder that remembers which ``Batch`` attribute it stands for (torchrec reads
+    ``ph_key``; FX copies the attributes of a ``PHBase`` onto the placeholder node)."""
+
+    def __init__(self, key: str) -> None:
+        self.ph_key = key

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
               warmup_steps: int = 5, time_phases: bool = False,
               after_step: Callable[[int], None] | None = None,
               loss: LossConfig | None = None, bf16: bool = False,
-              rec_metrics: Any = None) -> EpochStats:
+              rec_metrics: Any = None, pipelined: bool = False) -> EpochStats:
     """Trains up to ``max_steps`` steps. ``on_log(step, mean task losses, rows)`` is called
     every ``log_every`` steps and at the end, the only places the step syncs with the host;
     ``after_step(steps done)`` after every step (checkpoints, fault drills).
@@ -48,7 +49,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
     ``loss`` picks the weighting: uncertainty reads the ranker's ``loss_log_vars``; pcgrad
     projects the per-task gradients of the backbone (the shared dense parameters). ``bf16``
     autocasts the forward; the losses are computed in float32. ``rec_metrics`` (a torchrec
-    ``RecMetricModule``) is updated with every step's predictions.
+    ``RecMetricModule``) is updated with every step's predictions. ``pipelined`` runs the
+    steps through torchrec's ``TrainPipelineSparseDist`` (no per-phase timing there).
     """
     loss = loss or LossConfig()
     ranker: Any = getattr(model, "module", model)  # DMP exposes the unwrapped ranker as .module
@@ -72,13 +74,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
             stats.phase_seconds[phase] += now - mark
             mark = now
 
-    model.train()
-    for step in range(max_steps):
-        batch = next(batches, None)
-        if batch is None:
-            break
-        batch = batch.to(device, non_blocking=True)
-        lap("data")
+    def forward_losses(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                              dict[str, torch.Tensor]]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model(batch.dense, batch.sparse)
         outputs = {k: v.float() for k, v in outputs.items()}
@@ -86,21 +83,65 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
         if rec_metrics is not None:
             rec_metrics.update(metric_inputs(outputs, batch.labels, tasks))
         terms = weighted_terms(losses, tasks, loss, log_vars)
-        total = torch.stack(list(terms.values())).sum()
-        lap("forward")
-        optimizer.zero_grad()
-        if pcgrad is not None:
-            pcgrad.prepare(list(terms.values()))
-        total.backward()
-        if pcgrad is not None:
-            pcgrad.apply()
-        lap("backward")
-        optimizer.step()
-        lap("optimizer")
+        return torch.stack(list(terms.values())).sum(), terms, losses
+
+    def task_stack(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([losses[t.name].detach() for t in tasks])
+
+    def plain_steps() -> Iterator[tuple[torch.Tensor, int]]:
+        for _ in range(max_steps):
+            batch = next(batches, None)
+            if batch is None:
+                return
+            batch = batch.to(device, non_blocking=True)
+            lap("data")
+            total, terms, losses = forward_losses(batch)
+            lap("forward")
+            optimizer.zero_grad()
+            if pcgrad is not None:
+                pcgrad.prepare(list(terms.values()))
+            total.backward()
+            if pcgrad is not None:
+                pcgrad.apply()
+            lap("backward")
+            optimizer.step()
+            lap("optimizer")
+            yield task_stack(losses), batch.size
+
+    def pipelined_steps() -> Iterator[tuple[torch.Tensor, int]]:
+        """torchrec's TrainPipelineSparseDist: the ids of batch i + 1 are all-to-all'd to their
+        embedding shards while batch i runs forward and backward."""
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        def step_fn(batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, int]]:
+            total, _, losses = forward_losses(batch)
+            return total, (task_stack(losses), batch.size)
+
+        pipe = TrainPipelineSparseDist(model, optimizer, device, execute_all_batches=True,
+                                       custom_model_fwd=step_fn)  # type: ignore[arg-type]
+        feed = islice(batches, max_steps)  # never read ahead past this epoch's share
+        try:
+            while True:
+                try:
+                    per_task, size = pipe.progress(feed)
+                except StopIteration:
+                    return
+                if not pipe._pipelined_modules:  # torchrec falls back silently; we do not
+                    raise RuntimeError("train.pipeline=sparse_dist: torchrec could not pipeline "
+                                       "the sharded embeddings of this model")
+                yield per_task, size
+        finally:
+            pipe.detach()  # plain forwards again (validation, export)
+
+    if pipelined and pcgrad is not None:
+        raise ValueError("loss.weighting=pcgrad needs the plain step (train.pipeline: none)")
+    model.train()
+    steps = pipelined_steps() if pipelined else plain_steps()
+    for step, (per_task, size) in enumerate(steps):
         stats.steps += 1
-        stats.rows += batch.size
-        window_rows += batch.size
-        window.append(torch.stack([losses[t.name].detach() for t in tasks]))
+        stats.rows += size
+        window_rows += size
+        window.append(per_task)
         if step + 1 == warmup_steps:
             steady_start = time.perf_counter()
             stats.steady_rows = -stats.rows

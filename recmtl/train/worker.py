@@ -142,7 +142,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         stats = run_epoch(dmp, optimizer, train_reader.epoch(epoch, first), cfg.tasks, device,
                           steps_per_epoch - first, cfg.train.log_every, on_log,
                           after_step=after_step, loss=cfg.loss, bf16=cfg.train.bf16,
-                          rec_metrics=rec_metrics)
+                          rec_metrics=rec_metrics, pipelined=cfg.train.pipeline == "sparse_dist")
         bar.close()
         global_step += stats.steps
         counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64, device=device)
