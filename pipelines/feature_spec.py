@@ -36,9 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from recmtl.config import ConfigError, build_dataclass
+from recmtl.config import ConfigError, build_dataclass, read_yaml_mapping
 
 SPARSE_TRANSFORMS = ("vocab", "hash", "identity")
 DENSE_TRANSFORMS = ("none", "log1p", "standardize", "log1p_standardize", "bucketize")
@@ -129,12 +127,7 @@ class PrepareSpec:
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PrepareSpec:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path)
     spec: PrepareSpec = build_dataclass(PrepareSpec, raw | (overrides or {}), str(path))
     if spec.base_config and not Path(spec.base_config).is_absolute():
         spec = _replace(spec, base_config=str((path.parent / spec.base_config).resolve()))

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipelines.feature_spec import DenseSpec, PrepareSpec, SparseSpec
+from recmtl.data.reader import list_parquet_files
 from recmtl.data.validate import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -54,30 +55,18 @@ def stable_hash(values: pl.Series) -> np.ndarray:
                                     "little") for v in values.to_list()], dtype=np.uint64)
 
 
-def source_files(uri: str) -> tuple[list[str], Any]:
-    """The Parquet files of the export (sorted) and the path form polars reads."""
-    if "://" in uri:
-        fs, root = pafs.FileSystem.from_uri(uri)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(uri).resolve())
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise DataError(f"{uri}: no such file or directory")
-    if info.type == pafs.FileType.File:
-        files = [root]
-    else:
-        files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                       if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
-    if not files:
-        raise DataError(f"{uri}: no .parquet files")
-    local = isinstance(fs, pafs.LocalFileSystem)
-    return files, (files if local else [uri.rstrip("/") + "/" + f[len(root):].lstrip("/")
-                                        for f in files])
+def source_files(uri: str) -> tuple[list[str], list[str], pafs.FileSystem]:
+    """The Parquet files of the export (sorted), the paths polars reads, and their filesystem."""
+    fs, files = list_parquet_files(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return files, files, fs
+    _, root = pafs.FileSystem.from_uri(uri)
+    return files, [uri.rstrip("/") + "/" + f[len(root):].lstrip("/") for f in files], fs
 
 
-def check_schemas(files: list[str], spec: PrepareSpec, fs_uri: str) -> dict[str, pl.DataType]:
+def check_schemas(files: list[str], spec: PrepareSpec, fs: pafs.FileSystem
+                  ) -> dict[str, pl.DataType]:
     """Every needed column exists in every file with one type; returns the types."""
-    fs = pafs.FileSystem.from_uri(fs_uri)[0] if "://" in fs_uri else pafs.LocalFileSystem()
     needed = ([f.source for f in spec.sparse] + [d.source for d in spec.dense] + list(spec.labels)
               + [c for c in (spec.group, spec.weight, spec.split.column) if c] + list(spec.keep))
     seen: dict[str, tuple[str, Any]] = {}
@@ -263,8 +252,8 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
 
         joined = export_from_feast(spec.feast, Path(spec.output) / "feast-export")
         spec = dataclasses.replace(spec, source=str(joined), feast=None)
-    files, readable = source_files(spec.source)
-    dtypes = check_schemas(files, spec, spec.source)
+    files, readable, fs = source_files(spec.source)
+    dtypes = check_schemas(files, spec, fs)
     frame = (pl.scan_parquet(readable, include_file_paths=_FILE).with_row_index(_ROW)
              .with_columns(split_expr(spec, dtypes).alias(_SPLIT)))
     counts = check_values(frame, spec)

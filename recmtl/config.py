@@ -289,15 +289,21 @@ DECAYS = ("constant", "linear", "cosine")
 POOLINGS = ("sum", "mean")
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Loads a YAML file, applies ``dotted.key=value`` overrides and validates the result."""
-    path = Path(path)
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; anything else is a ``ConfigError``."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: cannot read YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads a YAML file, applies ``dotted.key=value`` overrides and validates the result."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
     raw = _resolve_base(raw, path, seen=(path.resolve(),))
     for item in overrides:
         _apply_override(raw, item, path)

@@ -56,8 +56,8 @@ def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
-def discover(uri: str, schema: FeatureSchema) -> tuple[pafs.FileSystem, list[RowGroup]]:
-    """Lists the Parquet files under ``uri`` (sorted) and their row groups; checks each schema."""
+def list_parquet_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The filesystem of ``uri`` and the Parquet files at or under it, sorted."""
     fs, base = open_filesystem(uri)
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.NotFound:
@@ -70,6 +70,12 @@ def discover(uri: str, schema: FeatureSchema) -> tuple[pafs.FileSystem, list[Row
                        if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
     if not paths:
         raise DataError(f"{uri}: no .parquet files found")
+    return fs, paths
+
+
+def discover(uri: str, schema: FeatureSchema) -> tuple[pafs.FileSystem, list[RowGroup]]:
+    """Lists the Parquet files under ``uri`` (sorted) and their row groups; checks each schema."""
+    fs, paths = list_parquet_files(uri)
     row_groups = []
     for path in paths:
         try:
