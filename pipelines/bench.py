@@ -4,11 +4,10 @@ Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
 - the data path: Parquet -> ``Batch`` rows/s beside two references on the same columns: a
   plain pyarrow record-batch loop into torch tensors, and the decode floor (whole row groups
   to numpy, nothing else);
-- training samples/s in one process (torchrec DMP on a 1-rank gloo group, the real loop) with
-  the step-time breakdown, and the pure-PyTorch baseline (``bench_baseline``) in the same run,
-  so the ratio survives a noisy machine;
-- training on 1 and 2 processes without Ray (as torchrun): samples/s, step breakdown with the
-  share spent in communication, sharded checkpoint save and restore times (``bench_ranks``);
+- training samples/s on 1 and 2 processes without Ray (as torchrun; torchrec DMP on gloo, the
+  real loop, ``bench_ranks``): step breakdown, the share spent in communication, sharded
+  checkpoint save and restore times; and the pure-PyTorch baseline (``bench_baseline``) in the
+  same run, so the ratio survives a noisy machine;
 - training samples/s on N Ray workers (the real job, with validation and checkpoint);
 - peak memory, versions, CPU model, threads. On CUDA (``train.device=cuda``) the same runs use
   the GPU.
@@ -30,18 +29,14 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
 
 from pipelines.bench_baseline import bench_baseline
 from pipelines.bench_ranks import bench_ranks
 from recmtl.config import Config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.models.builder import build_model
 from recmtl.train.launch import absolute_data_root, fit
-from recmtl.train.loop import run_epoch
-from recmtl.train.sharding import shard_model
-from recmtl.train.worker import train_readers, worker_device
+from recmtl.train.worker import train_readers
 
 
 def cpu_model() -> str:
@@ -116,24 +111,6 @@ def bench_data_path(cfg: Config, repeats: int = 2) -> dict[str, float]:
             "reader_vs_record_batch_loop": max(ours) / max(loop)}
 
 
-def bench_single_process(cfg: Config, steps: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=0, world_size=1)
-        try:
-            device = worker_device(cfg)
-            dmp, optimizer, _ = shard_model(build_model(cfg, embedding_device="meta"),
-                                            cfg.train, device, tables=cfg.features.tables)
-            train, _ = train_readers(cfg, 0, 1)
-            stats = run_epoch(dmp, optimizer, train.epoch(0), cfg.tasks, device, steps,
-                              log_every=steps, time_phases=True, loss=cfg.loss,
-                              bf16=cfg.train.bf16)
-        finally:
-            dist.destroy_process_group()
-    phases = {k: round(v / stats.steps * 1000, 2) for k, v in stats.phase_seconds.items()}
-    return {"samples_per_s": stats.steady_rows / stats.steady_seconds, "steps": stats.steps,
-            "step_ms": phases, "batch_size": cfg.data.batch_size}
-
-
 def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = None
           ) -> dict[str, Any]:
     cfg = absolute_data_root(cfg)
@@ -153,10 +130,11 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
           f"{d['decode_floor_rows_per_s']:,.0f} rows/s ({d['reader_vs_decode_floor']:.0%})",
           flush=True)
 
-    results["single_process"] = bench_single_process(cfg, steps)
-    s = results["single_process"]
+    results["single_process"] = s = bench_ranks(cfg, steps, world=1)
     print(f"single process (torchrec DMP, 1 rank): {s['samples_per_s']:,.0f} samples/s; "
-          f"step ms {s['step_ms']}", flush=True)
+          f"step ms {s['step_ms']}; checkpoint {s['checkpoint_mb']:.0f} MB saved in "
+          f"{s['checkpoint_save_s']:.2f}s, restored in {s['checkpoint_restore_s']:.2f}s",
+          flush=True)
 
     reader, _ = train_readers(cfg, 0, 1)
     batches = list(islice(reader.epoch(0), min(steps, 30)))
@@ -167,10 +145,10 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
     print(f"pure-PyTorch baseline (in-memory data): {b['samples_per_s']:,.0f} samples/s; "
           f"recmtl / baseline = {ratio:.2f}x", flush=True)
 
-    for world in (1, 2):
+    for world in (2,):
         r = bench_ranks(cfg, steps, world)
         results[f"ranks_{world}"] = r
-        print(f"{world} process(es), no Ray: {r['samples_per_s']:,.0f} samples/s; step ms "
+        print(f"{world} processes, no Ray: {r['samples_per_s']:,.0f} samples/s; step ms "
               f"{r['step_ms']}; communication {r['communication_ms_per_step']} ms/step "
               f"({r['communication_share']:.0%}, profiled); checkpoint "
               f"{r['checkpoint_mb']:.0f} MB saved in {r['checkpoint_save_s']:.2f}s, restored in "

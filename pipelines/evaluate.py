@@ -174,13 +174,4 @@ def write_predictions(path: Path, cfg: Config, cols: dict[str, np.ndarray]) -> N
             p32 = p.astype(np.float32)
             table[f"pred/{t.name}"] = p32 if np.array_equal(p32, p) else p
     pq.write_table(pa.table(table), path)
-    _log_to_active_mlflow_run(path)
 
-
-def _log_to_active_mlflow_run(path: Path) -> None:
-    """Inside ``recmtl train``'s run, the predictions go beside report.json, so ``recmtl
-    compare`` can pair two MLflow runs."""
-    import mlflow
-
-    if mlflow.active_run() is not None:
-        mlflow.log_artifact(str(path))

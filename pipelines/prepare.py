@@ -161,19 +161,29 @@ def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, An
 
 
 def fit_dense(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, Any]]:
-    train = frame.filter(pl.col(_SPLIT) == 0)
-    out: dict[str, dict[str, Any]] = {}
+    """Means and standard deviations, or bucket boundaries, of every dense feature on the
+    train split, in one pass."""
+    exprs = []
     for d in spec.dense:
         x = pl.col(d.source).cast(pl.Float64)
         if "log1p" in d.transform:
             x = x.log1p()
         if d.transform == "bucketize":
-            qs = [i / d.num_buckets for i in range(1, d.num_buckets)]
-            row = train.select([x.quantile(q).alias(str(q)) for q in qs]).collect().row(0)
-            out[d.name] = {"boundaries": sorted({float(v) for v in row if v is not None})}
-            continue
-        mean, std = train.select(x.mean().alias("m"), x.std().alias("s")).collect().row(0)
-        out[d.name] = {"mean": float(mean or 0.0), "std": float(std or 0.0) or 1.0}
+            exprs += [x.quantile(i / d.num_buckets).alias(f"{d.name}:q{i}")
+                      for i in range(1, d.num_buckets)]
+        else:
+            exprs += [x.mean().alias(f"{d.name}:mean"), x.std().alias(f"{d.name}:std")]
+    if not exprs:
+        return {}
+    row = frame.filter(pl.col(_SPLIT) == 0).select(exprs).collect().row(0, named=True)
+    out: dict[str, dict[str, Any]] = {}
+    for d in spec.dense:
+        if d.transform == "bucketize":
+            qs = (row[f"{d.name}:q{i}"] for i in range(1, d.num_buckets))
+            out[d.name] = {"boundaries": sorted({float(v) for v in qs if v is not None})}
+        else:
+            out[d.name] = {"mean": float(row[f"{d.name}:mean"] or 0.0),
+                           "std": float(row[f"{d.name}:std"] or 0.0) or 1.0}
     return out
 
 
@@ -193,8 +203,8 @@ def _dense_expr(d: DenseSpec, stats: dict[str, Any]) -> pl.Expr:
     return x.fill_null(fill).cast(pl.Float32).alias(d.name)
 
 
-def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, int]]:
-    """Counts nulls per split; raises on input no policy covers. One pass over the export."""
+def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
+    """Raises on input no policy covers, naming file, column and first row. One pass."""
     checks: dict[str, tuple[pl.Expr, str]] = {}
     for label in spec.labels:
         checks[f"label:{label}"] = (~pl.col(label).cast(pl.Float64).is_in([0.0, 1.0])
@@ -231,19 +241,6 @@ def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, 
             column = key.split(":", 1)[1]
             raise DataError(f"{first[0]}: column {column!r}: {count} row(s) violate the schema; "
                             f"expected {expected} (first at row {first[1]} of the export)")
-    nulls = {}
-    for f in spec.sparse:
-        null = pl.col(f.source).is_null()
-        if f.multi_valued:
-            null = pl.col(f.source).list.eval(pl.element().is_null()).list.sum().fill_null(1)
-        nulls[f"sparse:{f.name}"] = null
-    nulls |= {f"dense:{d.name}": pl.col(d.source).is_null() for d in spec.dense}
-    per_split = frame.group_by(_SPLIT).agg(pl.len().alias("__rows"),
-                                           *[e.sum().alias(k) for k, e in nulls.items()]).collect()
-    out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    for row in per_split.iter_rows(named=True):
-        out[SPLITS[row.pop(_SPLIT)]] = {k: int(v) for k, v in row.items()}
-    return out
 
 
 def prepare(spec: PrepareSpec) -> dict[str, Any]:
@@ -256,7 +253,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
     dtypes = check_schemas(files, spec, fs)
     frame = (pl.scan_parquet(readable, include_file_paths=_FILE).with_row_index(_ROW)
              .with_columns(split_expr(spec, dtypes).alias(_SPLIT)))
-    counts = check_values(frame, spec)
+    check_values(frame, spec)
     tables = fit_tables(frame, spec)
     dense = fit_dense(frame, spec)
 
@@ -276,7 +273,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
     outputs += [pl.col(c) for c in spec.keep]
 
     out = Path(spec.output)
-    unseen = _unseen_counts(frame, spec, tables)
+    counts = split_counts(frame, spec, tables)
     for k, split in enumerate(SPLITS):
         target = out / split
         target.mkdir(parents=True, exist_ok=True)
@@ -286,7 +283,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
         if counts[split].get("__rows"):
             part.sink_parquet(pl.PartitionBy(target, max_rows_per_file=spec.rows_per_file),
                               row_group_size=spec.row_group_size, mkdir=True)
-    stats = _write_stats(spec, out, files, counts, unseen, tables, dense)
+    stats = _write_stats(spec, out, files, counts, tables, dense)
     _write_config(spec, out, tables, dense)
     for split in SPLITS:
         print(f"{split}: {counts[split].get('__rows', 0):,} rows")
@@ -294,31 +291,33 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
     return stats
 
 
-def _unseen_counts(frame: pl.LazyFrame, spec: PrepareSpec,
-                   tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per split and vocab feature: non-null values that map to the OOV id 0 (unseen in train
-    or rarer than ``min_count``)."""
-    exprs = {}
+def split_counts(frame: pl.LazyFrame, spec: PrepareSpec,
+                 tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per split, in one pass: ``__rows``, null ids (``sparse:<feature>``, list elements
+    counted), null dense values (``dense:<feature>``) and, for vocab features, non-null values
+    that map to the OOV id 0 (``unseen:<feature>``: unseen in train or below ``min_count``)."""
+    exprs = [pl.len().alias("__rows")]
     for f in spec.sparse:
+        null = pl.col(f.source).is_null()
+        if f.multi_valued:
+            null = pl.col(f.source).list.eval(pl.element().is_null()).list.sum().fill_null(1)
+        exprs.append(null.sum().alias(f"sparse:{f.name}"))
         t = tables[f.table_name]
-        if t["transform"] != "vocab":
-            continue
-        known = pl.Series(t["keys"], dtype=pl.String)
-        values = pl.col(f.source).explode() if f.multi_valued else pl.col(f.source)
-        values = values.cast(pl.String)
-        exprs[f.name] = (values.is_not_null() & ~values.is_in(known.implode())).sum()
-    if not exprs:
-        return {s: {} for s in SPLITS}
-    rows = frame.group_by(_SPLIT).agg(**exprs).collect()
+        if t["transform"] == "vocab":
+            values = (pl.col(f.source).explode() if f.multi_valued else pl.col(f.source)
+                      ).cast(pl.String)
+            known = pl.Series(t["keys"], dtype=pl.String).implode()
+            exprs.append((values.is_not_null() & ~values.is_in(known)).sum()
+                         .alias(f"unseen:{f.name}"))
+    exprs += [pl.col(d.source).is_null().sum().alias(f"dense:{d.name}") for d in spec.dense]
     out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    for row in rows.iter_rows(named=True):
+    for row in frame.group_by(_SPLIT).agg(exprs).collect().iter_rows(named=True):
         out[SPLITS[row.pop(_SPLIT)]] = {k: int(v) for k, v in row.items()}
     return out
 
 
 def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[str, Any],
-                 unseen: dict[str, Any], tables: dict[str, dict[str, Any]],
-                 dense: dict[str, Any]) -> dict[str, Any]:
+                 tables: dict[str, dict[str, Any]], dense: dict[str, Any]) -> dict[str, Any]:
     (out / "vocab").mkdir(parents=True, exist_ok=True)
     for name, t in tables.items():
         if t["transform"] == "vocab":
@@ -331,15 +330,16 @@ def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[st
         for f in spec.sparse:
             if c.get(f"sparse:{f.name}"):
                 policy[f"nulls_to_oov/{f.name}"] = c[f"sparse:{f.name}"]
-            if unseen[split].get(f.name):
-                policy[f"unseen_to_oov/{f.name}"] = unseen[split][f.name]
+            if c.get(f"unseen:{f.name}"):
+                policy[f"unseen_to_oov/{f.name}"] = c[f"unseen:{f.name}"]
         for d in spec.dense:
             if c.get(f"dense:{d.name}"):
                 key = "nulls_to_zero_id" if d.transform == "bucketize" else "nulls_filled_mean"
                 policy[f"{key}/{d.name}"] = c[f"dense:{d.name}"]
         splits[split] = {"rows": c.get("__rows", 0), "policy_counts": policy,
                          "null_rates": {k: v / c["__rows"] for k, v in c.items()
-                                        if k != "__rows" and c.get("__rows")}}
+                                        if k.startswith(("sparse:", "dense:"))
+                                        and c.get("__rows")}}
     stats = {"name": spec.name, "source": spec.source, "files": files, "splits": splits,
              "rows_in": sum(s["rows"] for s in splits.values()),
              "tables": {n: {k: v for k, v in t.items() if k not in ("keys", "ids", "counts")}

@@ -37,6 +37,8 @@ def train(cfg: Config) -> dict[str, Any]:
                             if v["auc"] is not None} | {"train_seconds": train_s})
         mlflow.log_artifact(str(run_dir / "report.json"))
         mlflow.log_artifact(str(run_dir / "report.html"))
+        if (run_dir / "predictions.parquet").exists():  # evaluate.save_predictions: for compare
+            mlflow.log_artifact(str(run_dir / "predictions.parquet"))
         mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
         example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
         model_uri = log_bundle_model(run_dir / "export", example,

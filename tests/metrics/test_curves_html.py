@@ -12,6 +12,7 @@ from recmtl.metrics.calibration import ece_equal_mass
 from recmtl.metrics.curves import normalized_entropy, reliability_bins, roc_points
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report
+from tests.metrics.helpers import FUNNEL, funnel_report
 
 
 def _data(n=4000, seed=0):
@@ -61,17 +62,8 @@ def test_reliability_bins_reproduce_the_ece():
 
 
 def test_html_has_every_task_and_every_plot():
-    rng = np.random.default_rng(0)
-    n = 3000
-    click = (rng.random(n) < 0.2).astype(float)
-    conv = click * (rng.random(n) < 0.3)
-    cols = {"click": click, "conversion": conv, "group": rng.integers(0, 50, n).astype(float),
-            "pred/ctr": np.clip(0.2 + 0.1 * click + 0.05 * rng.normal(size=n), 0.01, 0.99),
-            "pred/cvr": rng.random(n)}
-    cols["pred/ctcvr"] = cols["pred/ctr"] * cols["pred/cvr"]
-    tasks = (TaskConfig("ctr", "click"), TaskConfig("cvr", "conversion", space="click"),
-             TaskConfig("ctcvr", "conversion", product_of=("ctr", "cvr")))
-    report = build_report(tasks, cols, bootstrap=50)
+    tasks = FUNNEL
+    report = funnel_report()
     page = render_html(report)
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>")
     svgs = re.findall(r"<svg .*?</svg>", page)

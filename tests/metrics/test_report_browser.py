@@ -5,12 +5,10 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
-from recmtl.config import TaskConfig
 from recmtl.metrics.html import render_html
-from recmtl.metrics.report import build_report
+from tests.metrics.helpers import funnel_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which(
     "google-chrome")
@@ -18,17 +16,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this ma
 
 
 def test_report_renders_in_headless_chromium(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 2000
-    click = (rng.random(n) < 0.2).astype(float)
-    conv = click * (rng.random(n) < 0.3)
-    cols = {"click": click, "conversion": conv, "group": rng.integers(0, 40, n).astype(float),
-            "pred/ctr": np.clip(0.2 + 0.1 * click + 0.05 * rng.normal(size=n), 0.01, 0.99),
-            "pred/cvr": rng.random(n)}
-    cols["pred/ctcvr"] = cols["pred/ctr"] * cols["pred/cvr"]
-    tasks = (TaskConfig("ctr", "click"), TaskConfig("cvr", "conversion", space="click"),
-             TaskConfig("ctcvr", "conversion", product_of=("ctr", "cvr")))
-    report = build_report(tasks, cols, bootstrap=20)
+    report = funnel_report(n=2000, groups=40, bootstrap=20)
+    n = report["rows"]
     report["diagnostics"] = {"gates": {"gate": {"mass": [[0.6, 0.4], [0.3, 0.7]],
                                                 "entropy": [0.67, 0.61], "rows": n}},
                              "experts": {"experts": {"nonpositive_share": [0.4, 0.5]}}}

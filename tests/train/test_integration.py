@@ -27,7 +27,8 @@ def _artifacts(client, run_id, path=""):
 def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path):
     cfg = with_output(smoke_cfg, tmp_path)
     cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow,
-                                                              system_metrics_interval_s=1.0))
+                                                              system_metrics_interval_s=1.0),
+                              evaluate=dataclasses.replace(cfg.evaluate, save_predictions=True))
     summary = train(cfg)
 
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -62,7 +63,8 @@ def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path
     assert report["tasks"]["cvr"]["rows"] < report["tasks"]["ctr"]["rows"]  # clicked rows only
 
     names = _artifacts(client, run.info.run_id)
-    for expected in ("config.yaml", "report.json", "report.html", "sharding_plan.txt",
+    for expected in ("config.yaml", "report.json", "report.html", "predictions.parquet",
+                     "sharding_plan.txt",
                      "export/manifest.json",
                      "export/dense.pt2", "export/embeddings.safetensors", "export/parity.json"):
         assert expected in names

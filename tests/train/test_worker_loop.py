@@ -23,16 +23,22 @@ def one_rank_group(tmp_path):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_rank_group):
-    model = dataclasses.replace(smoke_cfg.model, arch=arch)
-    train = dataclasses.replace(smoke_cfg.train, max_steps_per_epoch=8, log_every=4)
-    cfg = dataclasses.replace(smoke_cfg, model=model, train=train)
+def _train_logged(cfg, tmp_path):
+    """Runs the worker loop into a fresh sqlite MLflow run; returns the client and run id."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("w")).info.run_id
     train_worker({"config": cfg.to_dict(), "tracking_uri": uri, "run_id": run_id,
                   "checkpoint_root": str(tmp_path / "ckpt")})
+    return client, run_id
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_rank_group):
+    model = dataclasses.replace(smoke_cfg.model, arch=arch)
+    train = dataclasses.replace(smoke_cfg.train, max_steps_per_epoch=8, log_every=4)
+    cfg = dataclasses.replace(smoke_cfg, model=model, train=train)
+    client, run_id = _train_logged(cfg, tmp_path)
     losses = [m.value for m in client.get_metric_history(run_id, "train/loss_ctr")]
     assert [m.step for m in client.get_metric_history(run_id, "train/loss_ctr")] == [4, 8]
     assert all(0 < v < 5 for v in losses)
@@ -98,11 +104,7 @@ def test_learning_rate_schedules_reach_the_optimizers(smoke_cfg, tmp_path, one_r
         f"data.root={smoke_cfg.data.root}", "train.max_steps_per_epoch=8", "train.log_every=4",
         "train.dense_schedule={warmup_steps: 8}",
         "train.sparse_schedule={decay: linear, final_factor: 0.5}"])
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.tracking.MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("s")).info.run_id
-    train_worker({"config": cfg.to_dict(), "tracking_uri": uri, "run_id": run_id,
-                  "checkpoint_root": str(tmp_path / "ckpt")})
+    client, run_id = _train_logged(cfg, tmp_path)
     dense = [m.value for m in client.get_metric_history(run_id, "train/lr_dense")]
     sparse = [m.value for m in client.get_metric_history(run_id, "train/lr_sparse")]
     # logged after steps 4 and 8: the rates of step index 3 and 7 of 8
