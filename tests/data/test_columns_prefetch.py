@@ -28,9 +28,33 @@ def _kjt_lists(batch, key):
     return [v.tolist() for v in kjt.to_dense()]
 
 
-def test_assemble_gathers_shuffled_and_sliced_pieces_hand_worked():
-    a, b = _cols(), _cols()
-    batch = assemble([(a, np.array([3, 1, 0])), (b, slice(1, 3))], SCHEMA)
+def test_take_puts_every_column_in_the_order_hand_worked():
+    taken = _cols().take(np.array([3, 1, 0, 2]))
+    assert taken.offsets["recent"].tolist() == [0, 3, 3, 5, 6]
+    assert taken.ids["recent"].tolist() == [4, 5, 6, 1, 2, 3]
+    assert taken.ids["item"].tolist() == [8, 6, 5, 7]
+    assert taken.dense[:, 0].tolist() == [3.0, 1.0, 0.0, 2.0]
+    assert taken.labels["conversion"].tolist() == [0, 0, 0, 1]
+    assert taken.group.tolist() == [3, 1, 0, 2]
+
+
+def test_list_offsets_of_a_sliced_table_start_at_zero():
+    t = pa.table({
+        "row_id": pa.array([0, 1, 2, 3], pa.int64()),
+        "item": pa.array([5, 6, 7, 8], pa.int64()),
+        "recent": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(pa.int32())),
+        "price": pa.array([0.0, 1.0, 2.0, 3.0], pa.float32()),
+        "click": pa.array([1, 0, 1, 1], pa.int8()),
+        "conversion": pa.array([0, 0, 1, 0], pa.int8()),
+    }).slice(2, 2)
+    cols = Columns.decode(t, SCHEMA)
+    assert cols.offsets["recent"].tolist() == [0, 1, 4]
+    assert cols.ids["recent"].tolist() == [3, 4, 5, 6] and cols.ids["recent"].dtype == np.int64
+
+
+def test_assemble_joins_ranges_of_two_row_groups_hand_worked():
+    a, b = _cols().take(np.array([3, 1, 0, 2])), _cols()
+    batch = assemble([(a, slice(0, 3)), (b, slice(1, 3))], SCHEMA)
     assert _kjt_lists(batch, "recent") == [[4, 5, 6], [], [1, 2], [], [3]]
     assert batch.sparse.to_dict()["item"].values().tolist() == [8, 6, 5, 6, 7]
     assert batch.dense[:, 0].tolist() == [3.0, 1.0, 0.0, 1.0, 2.0]
@@ -40,10 +64,9 @@ def test_assemble_gathers_shuffled_and_sliced_pieces_hand_worked():
     assert batch.size == 5
 
 
-def test_split_rows_of_a_slice_and_of_a_permutation():
+def test_split_rows():
     assert split_rows(slice(2, 9), 3) == (slice(2, 5), slice(5, 9))
-    head, rest = split_rows(np.array([4, 0, 3, 1]), 1)
-    assert head.tolist() == [4] and rest.tolist() == [0, 3, 1]
+    assert split_rows(slice(2, 4), 5) == (slice(2, 4), slice(4, 4))
 
 
 def test_prefetch_yields_the_same_batches(tmp_path):
