@@ -11,16 +11,19 @@ from recmtl.data.validate import DataError
 from tests.data.helpers import SCHEMA, table, write_store
 
 
-def _cols():
-    t = pa.table({
+def _table(id_type=pa.int64()):
+    return pa.table({
         "row_id": pa.array([0, 1, 2, 3], pa.int64()),
         "item": pa.array([5, 6, 7, 8], pa.int64()),
-        "recent": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(pa.int64())),
+        "recent": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(id_type)),
         "price": pa.array([0.0, 1.0, 2.0, 3.0], pa.float32()),
         "click": pa.array([1, 0, 1, 1], pa.int8()),
         "conversion": pa.array([0, 0, 1, 0], pa.int8()),
     })
-    return Columns.decode(t, SCHEMA)
+
+
+def _cols():
+    return Columns.decode(_table(), SCHEMA)
 
 
 def _kjt_lists(batch, key):
@@ -38,15 +41,23 @@ def test_take_puts_every_column_in_the_order_hand_worked():
     assert taken.group.tolist() == [3, 1, 0, 2]
 
 
-def test_list_offsets_of_a_sliced_table_start_at_zero():
+def test_take_of_a_list_column_matches_python_lists():
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(0, 10, rng.integers(0, 6)).tolist() for _ in range(500)]
     t = pa.table({
-        "row_id": pa.array([0, 1, 2, 3], pa.int64()),
-        "item": pa.array([5, 6, 7, 8], pa.int64()),
-        "recent": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(pa.int32())),
-        "price": pa.array([0.0, 1.0, 2.0, 3.0], pa.float32()),
-        "click": pa.array([1, 0, 1, 1], pa.int8()),
-        "conversion": pa.array([0, 0, 1, 0], pa.int8()),
-    }).slice(2, 2)
+        "row_id": pa.array(np.arange(500)), "item": pa.array(np.arange(500) % 50),
+        "recent": pa.array(lists, pa.list_(pa.int64())),
+        "price": pa.array(np.zeros(500, np.float32)),
+        "click": pa.array(np.zeros(500, np.int8)), "conversion": pa.array(np.zeros(500, np.int8)),
+    })
+    order = rng.permutation(500)
+    taken = Columns.decode(t, SCHEMA).take(order)
+    off, vals = taken.offsets["recent"], taken.ids["recent"]
+    assert [vals[off[i]:off[i + 1]].tolist() for i in range(500)] == [lists[i] for i in order]
+
+
+def test_list_offsets_of_a_sliced_table_start_at_zero():
+    t = _table(pa.int32()).slice(2, 2)
     cols = Columns.decode(t, SCHEMA)
     assert cols.offsets["recent"].tolist() == [0, 1, 4]
     assert cols.ids["recent"].tolist() == [3, 4, 5, 6] and cols.ids["recent"].dtype == np.int64
