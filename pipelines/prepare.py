@@ -8,7 +8,9 @@ groups of ``row_group_size``: int64 ids in range, float32 dense values, int8 lab
 - ``stats.json``: rows per split, null counts per column, what each null policy did (nulls
   mapped to the OOV id, nulls filled with the mean) and ids unseen in train, per split; table
   sizes, vocabulary sizes, dense statistics;
-- ``vocab/<table>.parquet``: ``value -> id`` for every vocabulary (for serving);
+- ``vocab/<table>.parquet``: ``value -> id`` for every vocabulary;
+- ``transforms.json``: every transform with what it fit, which an exported bundle carries so
+  that serving replays them on raw rows (``recmtl.export.raw``);
 - ``<name>.yaml``: a training config with the tables sized from the statistics (``base:`` the
   spec's ``base_config``).
 
@@ -37,6 +39,7 @@ import yaml
 from pipelines.feature_spec import DenseSpec, PrepareSpec, SparseSpec
 from recmtl.data.reader import list_parquet_files
 from recmtl.data.validate import DataError
+from recmtl.export.raw import TRANSFORMS_FORMAT
 
 SPLITS = ("train", "valid", "test")
 _HASH_BUCKETS = 10_000
@@ -284,10 +287,11 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
             part.sink_parquet(pl.PartitionBy(target, max_rows_per_file=spec.rows_per_file),
                               row_group_size=spec.row_group_size, mkdir=True)
     stats = _write_stats(spec, out, files, counts, tables, dense)
+    _write_transforms(spec, out, tables, dense)
     _write_config(spec, out, tables, dense)
     for split in SPLITS:
         print(f"{split}: {counts[split].get('__rows', 0):,} rows")
-    print(f"wrote {out}/{{train,valid,test}}, stats.json, vocab/ and {spec.name}.yaml")
+    print(f"wrote {out}/{{train,valid,test}}, stats.json, transforms.json, vocab/ and {spec.name}.yaml")
     return stats
 
 
@@ -347,6 +351,31 @@ def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[st
              "dense": dense}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
+
+
+def _write_transforms(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]],
+                      dense: dict[str, Any]) -> None:
+    """``transforms.json``: what serving replays on raw rows (``recmtl.export.raw``)."""
+    sparse = []
+    for f in spec.sparse:
+        t = tables[f.table_name]
+        entry = {"name": f.name, "column": f.source, "table": f.table_name,
+                 "multi_valued": f.multi_valued, "transform": t["transform"],
+                 "size": int(t["size"])}
+        if t["transform"] == "vocab":
+            entry["vocab"] = f"vocab/{f.table_name}.parquet"
+        sparse.append(entry)
+    transforms = {
+        "format": TRANSFORMS_FORMAT, "nulls": dataclasses.asdict(spec.nulls), "sparse": sparse,
+        "bucketized": [{"name": d.name, "column": d.source,
+                        "boundaries": dense[d.name]["boundaries"]}
+                       for d in spec.dense if d.transform == "bucketize"],
+        "dense": [{"name": d.name, "column": d.source, "log1p": "log1p" in d.transform,
+                   "standardize": "standardize" in d.transform, **dense[d.name],
+                   "fill": 0.0 if "standardize" in d.transform else dense[d.name]["mean"]}
+                  for d in spec.dense if d.transform != "bucketize"],
+    }
+    (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
 
 
 def _write_config(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]],

@@ -1,7 +1,9 @@
-"""`recmtl score --bundle DIR --data PATH`: raw feature rows -> per-task scores, plain torch.
+"""`recmtl score --bundle DIR --data PATH`: feature rows -> per-task scores, plain torch.
 
 Streams the Parquet record batches (never the whole file), scores each with the bundle and
-writes ``score_<task>`` columns (plus any ``--keep`` columns) to ``--out`` as Parquet.
+writes ``score_<task>`` columns (plus any ``--keep`` columns) to ``--out`` as Parquet. The rows
+hold the training columns, or with ``--raw`` the feature-store columns that ``recmtl prepare``
+read (the bundle then applies the transforms prepare fit).
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from recmtl.export.scorer import BundleScorer
 
 
 def score(bundle: str | Path, data: str | Path, out: str | Path | None = None,
-          backend: str = "torch", keep: tuple[str, ...] = (), batch_rows: int = 65536) -> int:
+          backend: str = "torch", keep: tuple[str, ...] = (), batch_rows: int = 65536,
+          raw: bool = False) -> int:
     scorer = BundleScorer(bundle, backend)
-    needed = ([f["name"] for f in scorer.features] + list(scorer.dense_features)
-              + [c for c in keep if c not in scorer.dense_features])
+    if raw and scorer.raw is None:
+        raise SystemExit(f"recmtl score: {bundle} has no raw transforms (its data did not come "
+                         "from recmtl prepare); score the training columns without --raw")
+    columns = (scorer.raw.columns if raw and scorer.raw else
+               [f["name"] for f in scorer.features] + list(scorer.dense_features))
+    needed = columns + [c for c in keep if c not in columns]
     dataset = ds.dataset(str(data), format="parquet")
     missing = sorted(set(needed) - set(dataset.schema.names))
     if missing:
@@ -29,7 +36,8 @@ def score(bundle: str | Path, data: str | Path, out: str | Path | None = None,
     rows, t0 = 0, time.perf_counter()
     for i, batch in enumerate(dataset.to_batches(columns=needed, batch_size=batch_rows)):
         table = pa.Table.from_batches([batch])
-        scores = scorer.score_rows(table, where=f"{data} (batch {i})")
+        where = f"{data} (batch {i})"
+        scores = scorer.score_raw(table, where) if raw else scorer.score_rows(table, where)
         result = pa.table({c: table.column(c) for c in keep}
                           | {f"score_{k}": pa.array(v.numpy()) for k, v in scores.items()})
         if out is not None:

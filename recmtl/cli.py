@@ -1,7 +1,7 @@
 """recmtl: multi-task ranking from Parquet to exported towers.
 
     recmtl <generate|train|evaluate|export|bench> CONFIG [dotted.key=value ...]
-    recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti]
+    recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] [--raw]
     recmtl bench-serving --bundle DIR --data PATH
     recmtl evaluate CONFIG [--checkpoint DIR | --bundle DIR] [--slice COLUMN ...] [--out DIR]
     recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out FILE]
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="Parquet file for the scores")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "aoti"])
     p.add_argument("--keep", action="append", default=[], help="column to copy into --out")
+    p.add_argument("--raw", action="store_true", help="the rows are raw feature-store columns: "
+                   "apply the transforms `recmtl prepare` fit (bundles of prepared data)")
     p = sub.add_parser("compare", help="AUC of run B minus run A per task, with a 95%% interval")
     p.add_argument("run_a", help="report.json, a directory holding one, or an MLflow run id")
     p.add_argument("run_b", help="the same for the candidate run")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "score":
         from pipelines.score import score
 
-        score(args.bundle, args.data, args.out, args.backend, tuple(args.keep))
+        score(args.bundle, args.data, args.out, args.backend, tuple(args.keep), raw=args.raw)
         return 0
     if args.command == "compare":
         from pipelines.compare import compare

@@ -19,66 +19,7 @@ from recmtl.config import ConfigError, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.data.validate import DataError
-
-N = 400
-DAY0 = dt.datetime(2026, 11, 1)
-
-
-def _raw(seed=0, n=N):
-    rng = np.random.default_rng(seed)
-    items = rng.integers(0, 30, n)
-    items[-5:] = 999  # only in the last days (test): unseen in train
-    clicked = [None if i % 17 == 0 else [int(v) if i % 23 else None
-                                          for v in rng.integers(0, 30, i % 4)] for i in range(n)]
-    price = rng.lognormal(size=n)
-    price_list = [None if i % 13 == 0 else float(price[i]) for i in range(n)]
-    click = (rng.random(n) < 0.3).astype(np.int8)
-    return {
-        "user": [f"u{v}" for v in rng.integers(0, 50, n)],
-        "item": items.astype(np.int64),
-        "clicked_item_ids": clicked,
-        "price": price_list,
-        "age": rng.integers(18, 80, n).astype(np.float64),
-        "ts": [DAY0 + dt.timedelta(hours=int(h)) for h in np.sort(rng.integers(0, 240, n))],
-        "click": click,
-        "conversion": (click * (rng.random(n) < 0.4)).astype(np.int8),
-    }
-
-
-def _write(tmp_path, cols, split_at=N // 2, name="export"):
-    root = tmp_path / name
-    root.mkdir()
-    table = pa.table(cols)
-    pq.write_table(table.slice(0, split_at), root / "day-a.parquet", row_group_size=64)
-    pq.write_table(table.slice(split_at), root / "day-b.parquet", row_group_size=64)
-    return root
-
-
-SPEC = {
-    "name": "shop",
-    "labels": ["click", "conversion"],
-    "sparse": [
-        {"name": "user_id", "column": "user", "transform": "hash", "buckets": 64, "dim": 8},
-        {"name": "item_id", "column": "item", "transform": "vocab", "min_count": 3, "dim": 8},
-        {"name": "clicked_items", "column": "clicked_item_ids", "table": "item_id",
-         "multi_valued": True, "dim": 8},
-    ],
-    "dense": [{"name": "price", "transform": "log1p_standardize"},
-              {"name": "age", "transform": "bucketize", "num_buckets": 4, "dim": 8}],
-    "group": "user",
-    "keep": ["ts"],
-    "split": {"kind": "time", "column": "ts", "valid_from": "2026-11-07",
-              "test_from": "2026-11-09"},
-    "rows_per_file": 100,
-    "row_group_size": 32,
-}
-
-
-def _spec(tmp_path, src, **changes):
-    raw = {**SPEC, "source": str(src), "output": str(tmp_path / "out"), **changes}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_spec(path)
+from tests.raw_export import N, raw_columns, write_export, write_spec
 
 
 def _read(out, split):
@@ -88,8 +29,8 @@ def _read(out, split):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prepare")
-    cols = _raw()
-    spec = _spec(tmp, _write(tmp, cols))
+    cols = raw_columns()
+    spec = write_spec(tmp, write_export(tmp, cols))
     stats = prepare(spec)
     return cols, spec, stats, tmp / "out"
 
@@ -172,8 +113,8 @@ def test_generated_config_trains_on_the_output(prepared):
 
 
 def test_hash_split_by_user_keeps_each_user_in_one_split(tmp_path):
-    src = _write(tmp_path, _raw(seed=1))
-    spec = _spec(tmp_path, src, split={"kind": "hash", "column": "user", "valid_fraction": 0.2,
+    src = write_export(tmp_path, raw_columns(seed=1))
+    spec = write_spec(tmp_path, src, split={"kind": "hash", "column": "user", "valid_fraction": 0.2,
                                        "test_fraction": 0.2})
     prepare(spec)
     owners = {}
@@ -189,47 +130,47 @@ def test_hash_split_by_user_keeps_each_user_in_one_split(tmp_path):
     ("price", float("inf"), "'price'.*expected finite floats"),
 ])
 def test_bad_values_name_file_column_and_expectation(tmp_path, column, value, message):
-    cols = _raw()
+    cols = raw_columns()
     cols[column] = list(cols[column])
     cols[column][300] = value
-    src = _write(tmp_path, cols)
+    src = write_export(tmp_path, cols)
     with pytest.raises(DataError, match=f"day-b.parquet: column {message}.*row 300"):
-        prepare(_spec(tmp_path, src))
+        prepare(write_spec(tmp_path, src))
 
 
 def test_null_id_is_an_error_under_the_error_policy(tmp_path):
-    cols = _raw()
+    cols = raw_columns()
     cols["user"][10] = None
-    src = _write(tmp_path, cols)
-    prepare(_spec(tmp_path, src))  # default policy: OOV, counted
+    src = write_export(tmp_path, cols)
+    prepare(write_spec(tmp_path, src))  # default policy: OOV, counted
     with pytest.raises(DataError, match="day-a.parquet: column 'user'.*no null ids"):
-        prepare(_spec(tmp_path, src, nulls={"sparse": "error"}))
+        prepare(write_spec(tmp_path, src, nulls={"sparse": "error"}))
 
 
 def test_schema_drift_missing_column_and_corrupt_file(tmp_path):
-    cols = _raw()
-    src = _write(tmp_path, cols)
+    cols = raw_columns()
+    src = write_export(tmp_path, cols)
     drifted = pa.table({**cols, "price": [str(p) for p in cols["price"]]})
     pq.write_table(drifted.slice(0, 10), src / "day-c.parquet")
     with pytest.raises(DataError, match="day-c.parquet: column 'price' has type string.*drift"):
-        prepare(_spec(tmp_path, src))
+        prepare(write_spec(tmp_path, src))
     (src / "day-c.parquet").unlink()
     pq.write_table(pa.table({k: v for k, v in cols.items() if k != "age"}).slice(0, 5),
                    src / "day-d.parquet")
     with pytest.raises(DataError, match="day-d.parquet: column 'age' is missing"):
-        prepare(_spec(tmp_path, src))
+        prepare(write_spec(tmp_path, src))
     (src / "day-d.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="day-d.parquet: not a readable Parquet file"):
-        prepare(_spec(tmp_path, src))
+        prepare(write_spec(tmp_path, src))
 
 
 def test_unknown_key_and_bad_transform_in_the_schema(tmp_path):
     with pytest.raises(ConfigError, match="unknown key.*'bukets'"):
-        _spec(tmp_path, tmp_path, sparse=[{"name": "u", "transform": "hash", "bukets": 3}])
+        write_spec(tmp_path, tmp_path, sparse=[{"name": "u", "transform": "hash", "bukets": 3}])
     with pytest.raises(ConfigError, match="transform: 'sqrt'"):
-        _spec(tmp_path, tmp_path, dense=[{"name": "p", "transform": "sqrt"}])
+        write_spec(tmp_path, tmp_path, dense=[{"name": "p", "transform": "sqrt"}])
     with pytest.raises(ConfigError, match="must share transform"):
-        _spec(tmp_path, tmp_path, sparse=[{"name": "a", "transform": "vocab"},
+        write_spec(tmp_path, tmp_path, sparse=[{"name": "a", "transform": "vocab"},
                                           {"name": "b", "table": "a", "transform": "hash",
                                            "buckets": 9}])
 

@@ -9,6 +9,9 @@ Layout of ``DIR``:
     dense.onnx              the same function in ONNX (outputs named after the tasks)
     dense.aoti.pt2          optional: AOTInductor-compiled package of ``dense.pt2``
     tables/<table>.parquet  optional: ``id int64, vector list<float32>`` for a key-value store
+    raw/transforms.json     when the training data came from ``recmtl prepare``: its fitted
+    raw/vocab/*.parquet     transforms, so the scorer also takes raw feature-store rows
+                            (``recmtl.export.raw``)
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import safetensors.torch
 import torch
 from torch import nn
 
 from recmtl.config import Config, TaskConfig
+from recmtl.data.reader import open_filesystem
 from recmtl.export.checksum import sha256
 from recmtl.losses import task_probabilities
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
@@ -92,6 +97,9 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
             _write_table_parquet(weight, out / "tables" / f"{name}.parquet")
             files.append(f"tables/{name}.parquet")
 
+    raw = _copy_raw_transforms(cfg.data.root, out)
+    files += raw
+
     dims = {t.name: t for t in cfg.features.tables}
     features, offset = [], 0
     for f in cfg.features.sparse:
@@ -110,11 +118,31 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
         "dense_normalisation": None,
         "tasks": [_task_entry(t) for t in cfg.tasks],
         "outputs": outputs,
+        "raw_transforms": "raw/transforms.json" if raw else None,
         "versions": _versions(),
         "files": {name: sha256(out / name) for name in files},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _copy_raw_transforms(data_root: str, out: Path) -> list[str]:
+    """Copies ``transforms.json`` and the vocabularies it names from the data root (any pyarrow
+    filesystem), if ``recmtl prepare`` wrote one; returns the bundle paths written."""
+    fs, base = open_filesystem(data_root)
+    source = f"{base.rstrip('/')}/transforms.json"
+    if fs.get_file_info(source).type != pafs.FileType.File:
+        return []
+    with fs.open_input_stream(source) as f:
+        text = f.read()
+    names = ["transforms.json"] + sorted({e["vocab"] for e in json.loads(text)["sparse"]
+                                          if e.get("vocab")})
+    for name in names:
+        target = out / "raw" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(f"{base.rstrip('/')}/{name}") as f:
+            target.write_bytes(f.read())
+    return [f"raw/{name}" for name in names]
 
 
 def _write_table_parquet(weight: torch.Tensor, path: Path) -> None:

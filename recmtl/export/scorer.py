@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from recmtl.export.checksum import sha256
 from recmtl.export.inputs import BundleError, rows_to_inputs
+from recmtl.export.raw import RawTransforms
 
 BACKENDS = ("torch", "onnx", "aoti")
 _FILES = {"torch": "dense.pt2", "onnx": "dense.onnx", "aoti": "dense.aoti.pt2"}
@@ -51,6 +52,8 @@ class BundleScorer:
         self.dense_features = self.manifest["dense_features"]
         self.outputs: list[str] = self.manifest["outputs"]
         self._dense = self._load_dense(self.dir / _FILES[backend])
+        raw = self.manifest.get("raw_transforms")
+        self.raw = RawTransforms(self.dir / raw) if raw else None
 
     def _load_dense(self, path: Path) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
         if self.backend == "onnx":
@@ -97,3 +100,11 @@ class BundleScorer:
         """Raw feature rows (columns named as in the manifest) -> ``{task: probability}``."""
         ids, dense = rows_to_inputs(table, self.manifest, where)
         return self.score(ids, dense)
+
+    def score_raw(self, table: pa.Table, where: str = "input") -> dict[str, torch.Tensor]:
+        """Raw feature-store rows (the columns ``recmtl prepare`` read) -> ``{task: probability}``,
+        through the transforms prepare fit."""
+        if self.raw is None:
+            raise BundleError(f"{self.dir}: the bundle has no raw transforms (its training data "
+                              "did not come from recmtl prepare); use score_rows")
+        return self.score_rows(self.raw.apply(table, where), where)

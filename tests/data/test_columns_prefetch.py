@@ -11,11 +11,11 @@ from recmtl.data.validate import DataError
 from tests.data.helpers import SCHEMA, table, write_store
 
 
-def _table(id_type=pa.int64()):
+def _table(id_type=None):
     return pa.table({
         "row_id": pa.array([0, 1, 2, 3], pa.int64()),
         "item": pa.array([5, 6, 7, 8], pa.int64()),
-        "recent": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(id_type)),
+        "recent": pa.array([[1, 2], [], [3], [4, 5, 6]], pa.list_(id_type or pa.int64())),
         "price": pa.array([0.0, 1.0, 2.0, 3.0], pa.float32()),
         "click": pa.array([1, 0, 1, 1], pa.int8()),
         "conversion": pa.array([0, 0, 1, 0], pa.int8()),
