@@ -239,24 +239,34 @@ _DONE = object()
 
 
 def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
-    """Runs ``batches`` in a daemon thread, ``depth`` items ahead; re-raises its errors here."""
+    """Runs ``batches`` in a thread, ``depth`` items ahead; re-raises its errors here. When the
+    consumer stops early (max_steps, an error, the iterator dropped), the thread closes
+    ``batches`` (so the read-ahead pool finishes its read) and is joined: no thread is left
+    inside Arrow or numpy when the process exits."""
     out: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        out.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(batch):
                     return
-            out.put(_DONE)
+            put(_DONE)
         except BaseException as e:  # handed to the consumer, raised in its thread
-            out.put(e)
+            put(e)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, daemon=True, name="recmtl-prefetch")
     thread.start()
@@ -269,4 +279,5 @@ def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
                 raise item
             yield item
     finally:
-        stop.set()  # the consumer stopped early (max_steps, an error): let the thread end
+        stop.set()
+        thread.join()

@@ -100,7 +100,7 @@ def test_prefetch_raises_errors_in_the_consumer(tmp_path):
         list(reader.epoch(0))
 
 
-def test_stopping_early_releases_the_prefetch_thread(tmp_path):
+def test_stopping_early_joins_the_prefetch_and_read_threads(tmp_path):
     import threading
 
     write_store(tmp_path)
@@ -108,7 +108,5 @@ def test_stopping_early_releases_the_prefetch_thread(tmp_path):
     batches = reader.epoch(0)
     next(batches)
     batches.close()  # as the training loop does when it reaches max_steps
-    for t in threading.enumerate():
-        if t.name == "recmtl-prefetch":
-            t.join(timeout=5)
-            assert not t.is_alive()
+    # joined by close itself: a thread left inside Arrow at process exit can abort it
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("recmtl-")]
