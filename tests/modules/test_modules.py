@@ -1,8 +1,12 @@
+import copy
+
+import pytest
 import torch
 
+from recmtl.modules import mlp
 from recmtl.modules.gates import SoftmaxGate
 from recmtl.modules.interaction import DotInteraction
-from recmtl.modules.mlp import BatchedExperts
+from recmtl.modules.mlp import BatchedExperts, _batched_linear
 from recmtl.modules.mmoe import MMoE
 
 
@@ -16,6 +20,45 @@ def test_batched_experts_match_a_loop_of_linear_layers_in_float64():
         for w, b in zip(experts.weights, experts.biases, strict=True):
             h = torch.relu(h @ w[e] + b[e, 0])
         torch.testing.assert_close(out[e], h)
+
+
+def test_bf16_batched_linear_gradients_match_float64_on_the_same_inputs():
+    torch.manual_seed(0)
+    h = torch.randn(3, 64, 32).bfloat16().requires_grad_()
+    w = torch.randn(3, 32, 16, requires_grad=True)
+    b = torch.randn(3, 1, 16, requires_grad=True)
+    g = torch.randn(3, 64, 16).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _batched_linear(h, w, b)
+    out.backward(g)
+    # float64 on exactly what the bfloat16 kernels saw (autocast rounds w to bfloat16)
+    h64, w64, g64 = h.detach().double(), w.detach().bfloat16().double(), g.double()
+    want = {"h": g64 @ w64.transpose(1, 2), "w": h64.transpose(1, 2) @ g64,
+            "b": g64.sum(1, keepdim=True)}
+    for name, got in (("h", h.grad), ("w", w.grad), ("b", b.grad)):
+        assert got.dtype == {"h": torch.bfloat16, "w": torch.float32, "b": torch.float32}[name]
+        scale = want[name].abs().max().item()  # bfloat16 outputs: 8 bits of mantissa
+        torch.testing.assert_close(got.double(), want[name], rtol=0, atol=8e-3 * scale, msg=name)
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_batched_experts_under_bf16_autocast_equal_stock_baddbmm(shared_input, monkeypatch):
+    torch.manual_seed(0)
+    experts = BatchedExperts(in_features=24, layer_sizes=[32, 16], num_experts=3)
+    stock = copy.deepcopy(experts)
+    x = torch.randn(64, 24) if shared_input else torch.randn(3, 64, 24)
+    upstream = torch.randn(3, 64, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = experts(x)
+    (out.float() * upstream).sum().backward()
+    monkeypatch.setattr(mlp, "_batched_linear", lambda h, w, b: torch.baddbmm(b, h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = stock(x)
+    (reference.float() * upstream).sum().backward()
+    torch.testing.assert_close(out, reference)
+    for (name, p), q in zip(experts.named_parameters(), stock.parameters(), strict=True):
+        scale = q.grad.abs().max().item()
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=8e-3 * scale, msg=name)
 
 
 def test_mmoe_is_gate_weighted_sum_of_experts():
