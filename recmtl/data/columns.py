@@ -50,7 +50,7 @@ class Columns:
         )
 
     def take(self, order: np.ndarray) -> Columns:
-        """The rows in ``order`` (a permutation of ``range(n)``, or any valid row indices)."""
+        """The rows put in ``order``, a permutation of ``range(n)`` (the reader's seeded one)."""
         ids = {name: _take(v, order) for name, v in self.ids.items() if name not in self.offsets}
         offsets = {}
         for name, off in self.offsets.items():
@@ -76,8 +76,8 @@ def _csr(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _take(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    # mode="clip" skips numpy's buffered bounds check; ``order`` comes from the reader's own
-    # permutation or from ``_list_take``, never from data, so nothing is ever clipped.
+    # mode="clip" skips numpy's buffered bounds check; ``order`` is the reader's own
+    # permutation of the row indices, never data, so nothing is ever clipped.
     out = np.empty(len(order), dtype=values.dtype)
     np.take(values, order, out=out, mode="clip")
     return out
@@ -85,8 +85,9 @@ def _take(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 def _list_take(offsets: np.ndarray, values: np.ndarray, order: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
-    """A multi-valued column's rows in ``order``: their offsets (from 0) and flat values, by
-    fbgemm's jagged permute (twice numpy's repeat-and-gather here)."""
+    """A multi-valued column's rows in ``order`` (a permutation: the values keep their total):
+    their offsets (from 0) and flat values, by fbgemm's jagged permute (twice numpy's
+    repeat-and-gather here)."""
     lengths = torch.from_numpy(np.diff(offsets).astype(np.int32))
     if not values.flags.writeable:  # Arrow's buffer: torch warns on read-only memory
         values = values.copy()
