@@ -8,6 +8,8 @@ Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
   real loop, ``bench_ranks``): step breakdown, the share spent in communication, sharded
   checkpoint save and restore times; and the pure-PyTorch baseline (``bench_baseline``) in the
   same run, so the ratio survives a noisy machine;
+- single-process samples/s with ``train.bf16`` too, where the CPU has bfloat16 dot products
+  (or on CUDA), beside float32 in the same run;
 - training samples/s on N Ray workers (the real job, with validation and checkpoint);
 - peak memory, versions, CPU model, threads. On CUDA (``train.device=cuda``) the same runs use
   the GPU.
@@ -48,6 +50,15 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """bfloat16 dot products in hardware (AVX512-BF16 or AMX): where ``train.bf16`` pays on CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def raw_decode_rows_per_s(reader: ParquetBatchReader) -> float:
@@ -157,6 +168,13 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
     results["single_process"]["vs_baseline"] = ratio
     print(f"pure-PyTorch baseline (in-memory data): {b['samples_per_s']:,.0f} samples/s; "
           f"recmtl / baseline = {ratio:.2f}x", flush=True)
+
+    if not cfg.train.bf16 and (cfg.train.device == "cuda" or cpu_has_bf16()):
+        bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=True))
+        results["single_process_bf16"] = s16 = bench_ranks(bf16, steps, world=1)
+        print(f"single process, train.bf16=true: {s16['samples_per_s']:,.0f} samples/s "
+              f"({s16['samples_per_s'] / s['samples_per_s']:.2f}x float32); step ms "
+              f"{s16['step_ms']}", flush=True)
 
     for world in (2,):
         r = bench_ranks(cfg, steps, world)
