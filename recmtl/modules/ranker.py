@@ -45,6 +45,15 @@ class DenseRanker(nn.Module):
 
     def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         per_task = self.backbone(torch.cat([self.interaction(pooled), dense], dim=1))
+        device = per_task.device.type
+        if torch.is_autocast_enabled(device):
+            # Towers and heads in float32 under bf16 autocast: they hold a sliver of the FLOPs,
+            # and bfloat16 logits cost ~0.002 test AUC on the standard workload (docs/training.md).
+            with torch.autocast(device, enabled=False):
+                return self._heads(per_task.float())
+        return self._heads(per_task)
+
+    def _heads(self, per_task: torch.Tensor) -> dict[str, torch.Tensor]:
         reps = [tower(per_task[i]) for i, tower in enumerate(self.towers)]
         if self.transfer is not None:
             reps = self.transfer(reps)

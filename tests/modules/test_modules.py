@@ -3,6 +3,9 @@ import copy
 import pytest
 import torch
 
+from recmtl.data.reader import ParquetBatchReader
+from recmtl.data.schema import FeatureSchema
+from recmtl.models.builder import build_model
 from recmtl.modules import mlp
 from recmtl.modules.gates import SoftmaxGate
 from recmtl.modules.interaction import DotInteraction
@@ -86,3 +89,18 @@ def test_dot_interaction_hand_worked():
     out = DotInteraction(num_features=3, dim=2)(pooled)
     # pairs (0,1)=1*3+2*4=11, (0,2)=0+2=2, (1,2)=0+4=4
     torch.testing.assert_close(out, torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0, 1.0, 11.0, 2.0, 4.0]]))
+
+
+def test_towers_and_heads_run_in_float32_under_bf16_autocast(smoke_cfg):
+    model = build_model(smoke_cfg, seed=0)
+    reader = ParquetBatchReader(f"{smoke_cfg.data.root}/test", FeatureSchema.from_config(smoke_cfg), 16)
+    batch = next(iter(reader.epoch(0)))
+    ranker, pooled, dense = model.dense_ranker, model.pooled(batch.sparse).detach(), batch.dense
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ranker(pooled, dense)
+        per_task = ranker.backbone(torch.cat([ranker.interaction(pooled), dense], dim=1))
+    assert per_task.dtype == torch.bfloat16  # the experts did run in bfloat16
+    want = ranker._heads(per_task.float())  # float32 towers on the same backbone output
+    for name, logit in out.items():
+        assert logit.dtype == torch.float32
+        torch.testing.assert_close(logit, want[name], rtol=0, atol=0)
