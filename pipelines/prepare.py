@@ -25,7 +25,6 @@ The work is lazy: each pass (checks, fits, one write per split) streams the expo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import yaml
 from pipelines.feature_spec import DenseSpec, PrepareSpec, SparseSpec
 from recmtl.data.reader import list_parquet_files
 from recmtl.data.validate import DataError
-from recmtl.export.raw import TRANSFORMS_FORMAT
+from recmtl.export.raw import TRANSFORMS_FORMAT, blake2b64
 
 SPLITS = ("train", "valid", "test")
 _HASH_BUCKETS = 10_000
@@ -54,8 +53,7 @@ def stable_hash(values: pl.Series) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return np.asarray(z ^ (z >> np.uint64(31)))
-    return np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(),
-                                    "little") for v in values.to_list()], dtype=np.uint64)
+    return blake2b64(str(v) for v in values.to_list())
 
 
 def source_files(uri: str) -> tuple[list[str], list[str], pafs.FileSystem]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ import pyarrow.parquet as pq
 from recmtl.export.inputs import BundleError
 
 TRANSFORMS_FORMAT = "recmtl-transforms/1"
+
+
+def blake2b64(texts: Iterable[str]) -> np.ndarray:
+    """uint64 per text: blake2b with an 8-byte digest of its UTF-8 bytes, read little-endian.
+    The id hash of ``recmtl prepare`` and of serving; no library version changes it."""
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+                     for t in texts], dtype=np.uint64)
 
 
 class RawTransforms:
@@ -111,9 +119,7 @@ class RawTransforms:
             return pc.fill_null(pc.add(position, 1), 0).to_numpy().astype(np.int64)
         unique, inverse = np.unique(np.asarray(text.fill_null("").to_pylist(), dtype=object),
                                     return_inverse=True)
-        hashed = np.array([int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(),
-                                          "little") % (f["size"] - 1) + 1 for v in unique],
-                          dtype=np.int64)
+        hashed = (blake2b64(unique) % np.uint64(f["size"] - 1) + np.uint64(1)).astype(np.int64)
         ids = hashed[inverse.reshape(-1)] if len(unique) else np.zeros(0, np.int64)
         return np.where(text.is_null().to_numpy(zero_copy_only=False), 0, ids)
 
