@@ -198,10 +198,13 @@ def _dense_expr(d: DenseSpec, stats: dict[str, Any]) -> pl.Expr:
         return pl.when(x.is_null()).then(0).otherwise(ids).cast(pl.Int64).alias(d.name)
     if "standardize" in d.transform:
         x = (x - stats["mean"]) / stats["std"]
-        fill = 0.0
-    else:
-        fill = stats["mean"]
-    return x.fill_null(fill).cast(pl.Float32).alias(d.name)
+    return x.fill_null(_dense_fill(d, stats)).cast(pl.Float32).alias(d.name)
+
+
+def _dense_fill(d: DenseSpec, stats: dict[str, Any]) -> float:
+    """What a null dense value becomes (``nulls.dense: mean``): the train mean, after the
+    transform, so 0 when standardised."""
+    return 0.0 if "standardize" in d.transform else stats["mean"]
 
 
 def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
@@ -370,7 +373,7 @@ def _write_transforms(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, 
                        for d in spec.dense if d.transform == "bucketize"],
         "dense": [{"name": d.name, "column": d.source, "log1p": "log1p" in d.transform,
                    "standardize": "standardize" in d.transform, **dense[d.name],
-                   "fill": 0.0 if "standardize" in d.transform else dense[d.name]["mean"]}
+                   "fill": _dense_fill(d, dense[d.name])}
                   for d in spec.dense if d.transform != "bucketize"],
     }
     (out / "transforms.json").write_text(json.dumps(transforms, indent=1))

@@ -204,7 +204,7 @@ class ParquetBatchReader:
         files: dict[str, pq.ParquetFile] = {}
         # This thread reads while the caller's thread decodes and batches: Arrow's own decode
         # threads only pay where cores are left over (on 2 cores they cost a quarter of its rows/s).
-        arrow_threads = len(os.sched_getaffinity(0)) > 2
+        arrow_threads = _usable_cores() > 2
 
         def read(s: Slice) -> pa.Table:
             path = s.row_group.path
@@ -233,6 +233,13 @@ class ParquetBatchReader:
                 if skip_rows:
                     rows, skip_rows = split_rows(rows, skip_rows)[1], 0
                 yield cols, rows
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 _DONE = object()

@@ -10,10 +10,10 @@ compare the two row by row.
 The rules, as prepare applies them: a value's text (integers in decimal, strings as they are)
 maps through the vocabulary to ``1..V``, or to 0 when unseen; ``hash`` is blake2b-64 of the
 text, mod ``size - 1``, plus 1; null ids are 0 under ``nulls.sparse: oov`` and an error under
-``error``, a null list is empty. Dense values go through ``log1p``, then ``(x - mean) / std``;
-nulls take the fill (0 when standardised, else the train mean) under ``nulls.dense: mean``.
-A bucketised float becomes ids ``1 + #(boundaries <= x)``, 0 for null. NaN or infinite
-floats are errors, as in prepare.
+``error``, a null list is empty; ``identity`` ids pass as they are, to the scorer's own checks.
+Dense values go through ``log1p``, then ``(x - mean) / std``; nulls take the fill (0 when
+standardised, else the train mean) under ``nulls.dense: mean``. A bucketised float becomes ids
+``1 + #(boundaries <= x)``, 0 for null. NaN or infinite floats are errors, as in prepare.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ class RawTransforms:
         out: dict[str, pa.Array] = {}
         for f in self.spec["sparse"]:
             col = _column(table, f["column"], where)
-            if f["multi_valued"]:
+            if f["transform"] == "identity":  # the scorer's own checks (nulls, range) apply
+                out[f["name"]] = col
+            elif f["multi_valued"]:
                 if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
                     raise BundleError(f"{where}: column {f['column']!r} has type {col.type}; "
                                       "expected a list of ids")
@@ -98,21 +100,10 @@ class RawTransforms:
         return pa.table(out)
 
     def _ids(self, values: pa.Array, f: dict[str, Any], where: str) -> np.ndarray:
-        if values.null_count and (f["transform"] == "identity"
-                                  or self.spec["nulls"]["sparse"] == "error"):
+        """Vocabulary or hashed ids of raw values (null: the OOV id 0, or an error)."""
+        if values.null_count and self.spec["nulls"]["sparse"] == "error":
             raise BundleError(f"{where}: column {f['column']!r} has {values.null_count} null "
-                              f"id(s); expected none ({f['transform']} ids, nulls.sparse: "
-                              f"{self.spec['nulls']['sparse']})")
-        if f["transform"] == "identity":
-            if not pa.types.is_integer(values.type):
-                raise BundleError(f"{where}: column {f['column']!r} has {values.type} ids; "
-                                  "expected integers")
-            ids = values.to_numpy().astype(np.int64)
-            bad = (ids < 0) | (ids >= f["size"])
-            if bad.any():
-                raise BundleError(f"{where}: column {f['column']!r} has {int(bad.sum())} id(s) "
-                                  f"outside [0, {f['size']}) (first: {int(ids[bad][0])})")
-            return ids
+                              "id(s); expected none (nulls.sparse: error)")
         text = _text(values, f["column"], where)
         if f["transform"] == "vocab":
             position = pc.index_in(text, value_set=self.vocabs[f["table"]])
@@ -132,9 +123,8 @@ def _column(table: pa.Table, name: str, where: str) -> pa.Array:
 
 def _text(values: pa.Array, column: str, where: str) -> pa.Array:
     """Ids as prepare saw them: integers in decimal, strings as they are."""
-    if pa.types.is_integer(values.type):
-        return values.cast(pa.string())
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    t = values.type
+    if pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
         return values.cast(pa.string())
     raise BundleError(f"{where}: column {column!r} has {values.type} ids; expected integers "
                       "or strings")

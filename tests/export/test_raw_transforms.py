@@ -20,7 +20,7 @@ from recmtl.export.raw import RawTransforms
 from recmtl.export.scorer import BundleError, BundleScorer
 from recmtl.losses import task_probabilities
 from recmtl.models.builder import build_model
-from tests.raw_export import N, raw_columns, write_export, write_spec
+from tests.raw_export import SPEC, N, raw_columns, write_export, write_spec
 
 KEEP = ["ts", "row_key"]
 
@@ -30,8 +30,11 @@ def bundle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("raw")
     cols = raw_columns()
     cols["row_key"] = np.arange(N)
+    cols["slot"] = np.arange(N) % 8  # identity ids: served as they are, checked by the scorer
     src = write_export(tmp, cols)
-    prepare(write_spec(tmp, src, keep=KEEP))
+    sparse = SPEC["sparse"] + [{"name": "slot_id", "column": "slot", "transform": "identity",
+                                "buckets": 8, "dim": 8}]
+    prepare(write_spec(tmp, src, keep=KEEP, sparse=sparse))
     out = tmp / "out"
     cfg = load_config(out / "shop.yaml")
     model = build_model(cfg, seed=3).eval()
@@ -60,8 +63,8 @@ def test_replayed_transforms_equal_prepare_output_row_by_row(bundle):
     raw = pq.read_table(bundle["src"]).sort_by("row_key")
     got = RawTransforms(bundle["dir"] / "raw/transforms.json").apply(raw)
     want = _prepared_rows(bundle["out"])
-    assert got.column_names == ["user_id", "item_id", "clicked_items", "age", "price"]
-    for name in ("user_id", "item_id", "clicked_items", "age"):  # ids: exactly
+    assert got.column_names == ["user_id", "item_id", "clicked_items", "slot_id", "age", "price"]
+    for name in ("user_id", "item_id", "clicked_items", "slot_id", "age"):  # ids: exactly
         assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
     np.testing.assert_allclose(got.column("price").to_numpy(), want.column("price").to_numpy(),
                                rtol=1e-6, atol=1e-6)
@@ -108,6 +111,11 @@ def test_raw_input_errors(bundle, tmp_path):
     with pytest.raises(BundleError, match="column 'item' has double ids; expected integers or "
                                           "strings"):
         scorer.score_raw(as_float)
+    slots = raw.column("slot").to_pylist()
+    slots[1] = 8
+    with pytest.raises(BundleError, match=r"column 'slot_id' has 1 id\(s\) outside \[0, 8\)"):
+        scorer.score_raw(raw.set_column(raw.schema.get_field_index("slot"), "slot",
+                                        pa.array(slots, pa.int64())))
     prices = raw.column("price").to_pylist()
     prices[4] = float("inf")
     with pytest.raises(BundleError, match="column 'price' has NaN or infinite values"):
