@@ -1,9 +1,8 @@
-import dataclasses
 import os
 
 import pytest
 
-from pipelines.synthetic import generate
+from pipelines.feature_store.synthetic import generate
 from recmtl.config import load_config
 
 
@@ -30,5 +29,5 @@ def ray_local():
 
 def with_output(cfg, tmp_path):
     """The config writing its runs and MLflow store under ``tmp_path``."""
-    mlflow = dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return dataclasses.replace(cfg, output_dir=str(tmp_path / "runs"), mlflow=mlflow)
+    return cfg.derive({"output_dir": str(tmp_path / "runs"),
+                       "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.feature_spec import load_spec
+from pipelines.feature_store.spec import load_spec
 
 N = 400
 DAY0 = dt.datetime(2026, 11, 1)

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.census import CATEGORICAL, DEFAULT_SRC, NUMERIC, prepare, split_bucket
+from pipelines.feature_store.census import CATEGORICAL, DEFAULT_SRC, NUMERIC, prepare, split_bucket
 from recmtl.config import load_config
 
 pytestmark = pytest.mark.skipif(not Path(DEFAULT_SRC).exists(), reason="no ../shared census file")

@@ -11,8 +11,8 @@ import yaml
 
 feast = pytest.importorskip("feast")
 
-from pipelines.feature_spec import load_spec  # noqa: E402
-from pipelines.prepare import prepare  # noqa: E402
+from pipelines.feature_store.prepare import prepare  # noqa: E402
+from pipelines.feature_store.spec import load_spec  # noqa: E402
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

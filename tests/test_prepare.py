@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.feature_spec import load_spec
-from pipelines.prepare import prepare
+from pipelines.feature_store.prepare import prepare
+from pipelines.feature_store.spec import load_spec
 from recmtl.config import ConfigError, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.data.validate import DataError
+from recmtl.errors import DataError
 from tests.raw_export import N, raw_columns, write_export, write_spec
 
 

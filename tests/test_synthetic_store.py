@@ -3,7 +3,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.synthetic import SPLITS, generate
+from pipelines.feature_store.synthetic import SPLITS, generate
 from recmtl.config import load_config
 
 

@@ -30,7 +30,8 @@ from recmtl.data.assemble import Piece, assemble, num_rows, split_rows
 from recmtl.data.batch import Batch
 from recmtl.data.columns import Columns
 from recmtl.data.schema import FeatureSchema
-from recmtl.data.validate import DataError, check_file_schema, check_nulls, check_values
+from recmtl.data.validate import check_file_schema, check_nulls, check_values
+from recmtl.errors import DataError
 
 
 @dataclass(frozen=True)

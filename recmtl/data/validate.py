@@ -9,10 +9,7 @@ import pyarrow.compute as pc
 
 from recmtl.data.columns import Columns
 from recmtl.data.schema import FeatureSchema
-
-
-class DataError(ValueError):
-    """Bad input data; the message says where (file, row group, column) and what was expected."""
+from recmtl.errors import DataError
 
 
 def check_file_schema(path: str, file_schema: pa.Schema, schema: FeatureSchema) -> None:

@@ -13,8 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from recmtl.errors import RecmtlError
 
-class BundleError(ValueError):
+
+class BundleError(RecmtlError, ValueError):
     """A bundle is incomplete, corrupt, or was given input it cannot score."""
 
 

@@ -9,7 +9,8 @@ from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
-from recmtl.config import Config, ModelConfig
+from recmtl.config import ARCHITECTURES, Config, ModelConfig
+from recmtl.config.schema import Architecture
 from recmtl.losses import imputation_output
 from recmtl.modules.adatt import AdaTT, AdaTTLevel
 from recmtl.modules.aitm import AITMTransfer
@@ -107,13 +108,16 @@ def _home(model: ModelConfig, in_features: int, tasks: list[str]) -> HoME:
     )
 
 
-BACKBONES: dict[str, Callable[[ModelConfig, int, list[str]], nn.Module]] = {
+# Keyed by the config's ``Architecture`` choices: the one list of architectures is that type.
+BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]] = {
     "shared_bottom": _shared_bottom,
     "mmoe": _mmoe,
     "ple": _ple,
     "home": _home,
     "adatt": _adatt,
 }
+if set(BACKBONES) != set(ARCHITECTURES):  # a new Architecture choice needs its builder here
+    raise ImportError(f"builder.BACKBONES {sorted(BACKBONES)} != config {sorted(ARCHITECTURES)}")
 
 
 def embedding_configs(cfg: Config) -> list[EmbeddingBagConfig]:

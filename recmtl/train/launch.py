@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ def absolute_data_root(cfg: Config) -> Config:
     """Workers may run elsewhere; a local data root is made absolute before it travels."""
     if "://" in cfg.data.root:
         return cfg
-    data = dataclasses.replace(cfg.data, root=os.path.abspath(cfg.data.root))
-    return dataclasses.replace(cfg, data=data)
+    return cfg.derive({"data.root": os.path.abspath(cfg.data.root)})
 
 
 def ensure_ray(num_workers: int, address: str | None = None) -> None:

@@ -23,9 +23,10 @@ from mlflow.tracking import MlflowClient
 
 from recmtl.config import Config, flatten
 from recmtl.data.fingerprint import data_fingerprint
+from recmtl.errors import RecmtlError
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(RecmtlError, RuntimeError):
     """The MLflow tracking store cannot be reached."""
 
 

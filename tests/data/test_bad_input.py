@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recmtl.data.reader import ParquetBatchReader
-from recmtl.data.validate import DataError
+from recmtl.errors import DataError
 from tests.data.helpers import SCHEMA, table
 
 

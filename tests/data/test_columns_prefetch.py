@@ -7,7 +7,7 @@ import torch
 from recmtl.data.assemble import assemble, split_rows
 from recmtl.data.columns import Columns
 from recmtl.data.reader import ParquetBatchReader
-from recmtl.data.validate import DataError
+from recmtl.errors import DataError
 from tests.data.helpers import SCHEMA, table, write_store
 
 

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from recmtl.cli import main
+from pipelines.cli import main
 from recmtl.config import ARCHITECTURES, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
@@ -27,7 +26,7 @@ ROWS = 300
 
 
 def _export(cfg, out, seed=7, **export_overrides):
-    cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, **export_overrides))
+    cfg = cfg.derive({f"export.{k}": v for k, v in export_overrides.items()})
     model = build_model(cfg, seed=seed).eval()
     reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), ROWS)
     batch = next(iter(reader.epoch(0)))
@@ -161,7 +160,7 @@ def test_aot_inductor_backend(smoke_cfg, tmp_path):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_exports_with_parity_on_both_backends(arch, smoke_cfg, tmp_path):
-    cfg = dataclasses.replace(smoke_cfg, model=dataclasses.replace(smoke_cfg.model, arch=arch))
+    cfg = smoke_cfg.derive({"model.arch": arch})
     cfg, model, batch, _ = _export(cfg, tmp_path, seed=3)
     for backend in ("torch", "onnx"):
         diffs = check_parity(model, BundleScorer(tmp_path, backend), batch, cfg.tasks, atol=1e-5)

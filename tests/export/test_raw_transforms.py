@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.prepare import prepare
-from recmtl.cli import main
+from pipelines.cli import main
+from pipelines.feature_store.prepare import prepare
 from recmtl.config import load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema

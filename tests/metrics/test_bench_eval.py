@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipelines.bench_eval import TASKS, eval_columns, main
+from pipelines.bench.eval import TASKS, eval_columns, main
 from recmtl.metrics.auc import auc
 
 

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.compare import compare
-from recmtl.cli import main
+from pipelines.cli import main
+from pipelines.jobs.compare import compare
 from recmtl.config import TaskConfig
 from recmtl.metrics.compare import (
     INDEPENDENT,

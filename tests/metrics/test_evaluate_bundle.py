@@ -1,6 +1,5 @@
 """`recmtl evaluate` from a checkpoint and from its serving bundle, with slices and predictions."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -11,11 +10,11 @@ import pytest
 import torch.distributed.checkpoint as dcp
 from sklearn.metrics import roc_auc_score
 
-from pipelines.evaluate import evaluate
-from recmtl.cli import main
+from pipelines.cli import main
+from pipelines.jobs.evaluate import evaluate
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.data.validate import DataError
+from recmtl.errors import DataError
 from recmtl.export.bundle import export_bundle
 from recmtl.models.builder import build_model
 
@@ -28,10 +27,8 @@ def model_and_bundle(smoke_cfg, tmp_path_factory):
     """An untrained model saved as a checkpoint and exported as a bundle (as tests/export does:
     one reader batch as the example input; no ONNX, to stay fast)."""
     root = tmp_path_factory.mktemp("eval_bundle")
-    cfg = dataclasses.replace(
-        smoke_cfg, export=dataclasses.replace(smoke_cfg.export, onnx=False),
-        evaluate=dataclasses.replace(smoke_cfg.evaluate, slices=(SLICE,), save_predictions=True,
-                                     bootstrap=50))
+    cfg = smoke_cfg.derive({"export.onnx": False, "evaluate.slices": [SLICE],
+                            "evaluate.save_predictions": True, "evaluate.bootstrap": 50})
     model = build_model(cfg, seed=7).eval()
     dcp.save({"model": model.state_dict()}, checkpoint_id=str(root / "checkpoint"), no_dist=True)
     reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), 256)
@@ -89,7 +86,7 @@ def test_report_files_and_html_slice_table(model_and_bundle):
 
 def test_missing_slice_column_names_file_and_column(model_and_bundle, tmp_path):
     cfg, root = model_and_bundle
-    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, slices=("nope",)))
+    cfg = cfg.derive({"evaluate.slices": ["nope"]})
     with pytest.raises(DataError, match=r"part-00000\.parquet: column 'nope' is missing"):
         evaluate(cfg, root / "checkpoint", tmp_path)
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.evaluate import with_slices
+from pipelines.jobs.evaluate import with_slices
 from recmtl.config import ConfigError, load_config
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"

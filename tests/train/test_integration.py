@@ -1,6 +1,5 @@
 """End to end through Ray Train with 2 gloo workers, then read back what landed in MLflow."""
 
-import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -8,8 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.train import train
-from recmtl.cli import main
+from pipelines.cli import main
+from pipelines.jobs.train import train
 from recmtl.data.fingerprint import data_fingerprint
 from recmtl.train.tracking import config_hash
 from tests.conftest import with_output
@@ -26,9 +25,7 @@ def _artifacts(client, run_id, path=""):
 
 def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path):
     cfg = with_output(smoke_cfg, tmp_path)
-    cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow,
-                                                              system_metrics_interval_s=1.0),
-                              evaluate=dataclasses.replace(cfg.evaluate, save_predictions=True))
+    cfg = cfg.derive({"mlflow.system_metrics_interval_s": 1.0, "evaluate.save_predictions": True})
     summary = train(cfg)
 
     client = MlflowClient(cfg.mlflow.tracking_uri)

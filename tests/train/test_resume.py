@@ -1,6 +1,5 @@
 """Checkpoint, resume and survive a killed worker."""
 
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from recmtl.train.worker import train_readers, train_worker
 
 
 def _cfg(cfg, **train):
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+    return cfg.derive({f"train.{k}": v for k, v in train.items()})
 
 
 def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_path):

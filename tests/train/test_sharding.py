@@ -75,8 +75,7 @@ def test_per_table_sharding_and_optimizers_from_config(smoke_cfg, tmp_path):
         elif t.name == "category":
             t = dataclasses.replace(t, sharding=("table_wise",), optimizer="sgd", lr=0.5)
         tables.append(t)
-    cfg = dataclasses.replace(smoke_cfg, features=dataclasses.replace(smoke_cfg.features,
-                                                                      tables=tuple(tables)))
+    cfg = smoke_cfg.derive({"features.tables": tables})
     mp.spawn(_worker, args=(2, _port(), cfg, str(tmp_path), True), nprocs=2)
     plan = torch.load(tmp_path / "plan0.pt")
     kinds: dict[str, str] = {}

@@ -1,7 +1,6 @@
 """MLflow against a real server on 127.0.0.1: fail fast when it is down at the start, keep
 training and buffer when it drops mid-run, log the backlog when it returns."""
 
-import dataclasses
 import json
 import os
 import socket
@@ -14,7 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.train import train
+from pipelines.jobs.train import train
 from recmtl.train.tracking import MetricBuffer, TrackingUnavailable, check_reachable
 from tests.conftest import with_output
 
@@ -54,7 +53,7 @@ def test_unreachable_server_fails_fast_before_any_compute(smoke_cfg, tmp_path):
         check_reachable(uri)
     assert time.perf_counter() - t0 < 15
     cfg = with_output(smoke_cfg, tmp_path)
-    cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=uri))
+    cfg = cfg.derive({"mlflow.tracking_uri": uri})
     with pytest.raises(TrackingUnavailable):
         train(cfg)
     assert not (tmp_path / "runs").exists()  # no run directory, no Ray, no training

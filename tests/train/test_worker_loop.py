@@ -1,7 +1,6 @@
 """The worker loop is a plain function: run it in this process as a 1-rank gloo job (as torchrun
 would) for every architecture, and check it trains and writes a restorable checkpoint."""
 
-import dataclasses
 from itertools import islice
 
 import mlflow
@@ -35,9 +34,8 @@ def _train_logged(cfg, tmp_path):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_rank_group):
-    model = dataclasses.replace(smoke_cfg.model, arch=arch)
-    train = dataclasses.replace(smoke_cfg.train, max_steps_per_epoch=8, log_every=4)
-    cfg = dataclasses.replace(smoke_cfg, model=model, train=train)
+    cfg = smoke_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 8,
+                            "train.log_every": 4})
     client, run_id = _train_logged(cfg, tmp_path)
     losses = [m.value for m in client.get_metric_history(run_id, "train/loss_ctr")]
     assert [m.step for m in client.get_metric_history(run_id, "train/loss_ctr")] == [4, 8]

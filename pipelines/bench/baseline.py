@@ -1,4 +1,4 @@
-"""The A/B baseline of `recmtl bench`: how a common pure-PyTorch MTL library trains the same
+"""The A/B baseline of `pipelines.bench.training`: how a common pure-PyTorch MTL library trains the same
 workload: one ``nn.EmbeddingBag`` per feature (dense gradients), a Python loop over experts and
 gates, Adam on everything, batches already in memory. Same shapes as the recmtl model."""
 

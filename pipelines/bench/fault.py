@@ -3,13 +3,12 @@ SIGKILLed mid-epoch (``train.kill_worker_at_step``, one restart allowed); prints
 times, the difference and the validation AUCs of both runs.
 
     recmtl generate configs/smoke.yaml
-    python -m pipelines.bench_fault configs/smoke.yaml --kill-at 30 --checkpoint-every 20
+    python -m pipelines.bench.fault configs/smoke.yaml --kill-at 30 --checkpoint-every 20
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +28,15 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     quiet_third_party()
     cfg = absolute_data_root(load_config(args.config, args.overrides))
-    base = dataclasses.replace(cfg.train, checkpoint_every_steps=args.checkpoint_every)
+    base = cfg.derive({"train.checkpoint_every_steps": args.checkpoint_every})
     runs = {"uninterrupted": base,
-            "killed": dataclasses.replace(base, kill_worker_at_step=args.kill_at, max_failures=1)}
+            "killed": base.derive({"train.kill_worker_at_step": args.kill_at,
+                                   "train.max_failures": 1})}
     seconds, metrics = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, train in runs.items():
+        for name, run_cfg in runs.items():
             t0 = time.perf_counter()
-            _, metrics[name] = fit(dataclasses.replace(cfg, train=train), Path(tmp) / name,
+            _, metrics[name] = fit(run_cfg, Path(tmp) / name,
                                    None, None)
             seconds[name] = time.perf_counter() - t0
     lost = seconds["killed"] - seconds["uninterrupted"]

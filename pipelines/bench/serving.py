@@ -1,6 +1,6 @@
 """Serving latency of a bundle: p50/p99 per request at batch 1, 64 and 512 on this CPU.
 
-    recmtl bench-serving --bundle runs/demo-.../export [--data data/demo/test]
+    python -m pipelines.bench.serving --bundle runs/demo-.../export --data data/demo/test
 
 A request = raw Arrow rows -> id lookup + pooling -> dense program -> scores, timed end to end
 for every backend the bundle has. Rows come from ``--data`` (default: the demo's test split).
@@ -8,8 +8,10 @@ for every backend the bundle has. Rows come from ``--data`` (default: the demo's
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import torch
 
+from pipelines.cli import run_guarded
 from recmtl.export.scorer import BACKENDS, BundleScorer
 
 
@@ -50,3 +53,26 @@ def bench_serving(bundle: str | Path, data: str | Path, batches: tuple[int, ...]
             print(f"{backend:6s} batch {b:4d}: p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  "
                   f"({b / p50 * 1000:,.0f} rows/s at p50)", flush=True)
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.serving",
+                                     description="p50/p99 latency of a bundle at batch 1, 64, 512")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--data", required=True, help="Parquet rows to score")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        results = bench_serving(args.bundle, args.data, requests=args.requests,
+                                threads=args.threads)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
+    return run_guarded(run, prog="bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,7 @@
 backbone, towers, heads) on pooled embeddings of real batches, eager and compiled, same
 batches and seed, and prints samples/s of each (after warm-up) and the compile time.
 
-    python -m pipelines.bench_compile configs/bench/standard.yaml [--steps 40]
+    python -m pipelines.bench.compile configs/bench/standard.yaml [--steps 40]
 """
 
 from __future__ import annotations

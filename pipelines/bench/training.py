@@ -1,4 +1,7 @@
-"""`recmtl bench CONFIG`: training throughput and where the time goes, on this machine.
+"""Training throughput and where the time goes, on this machine.
+
+    python -m pipelines.bench.training CONFIG [dotted.key=value ...] [--steps 60] [--ray-workers 2]
+
 
 Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
 - the data path: Parquet -> ``Batch`` rows/s beside two references on the same columns: a
@@ -17,11 +20,12 @@ Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from importlib.metadata import version
@@ -33,11 +37,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from pipelines.bench_baseline import bench_baseline
-from pipelines.bench_ranks import bench_ranks
-from recmtl.config import Config
+from pipelines.bench.baseline import bench_baseline
+from pipelines.bench.ranks import bench_ranks
+from pipelines.cli import run_guarded
+from recmtl.config import Config, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
+from recmtl.logs import quiet_third_party
 from recmtl.train.launch import absolute_data_root, fit
 from recmtl.train.worker import train_readers
 
@@ -144,7 +150,7 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
         "versions": {p: version(p) for p in ("torch", "torchrec", "fbgemm-gpu-cpu", "ray",
                                               "pyarrow") if _installed(p)},
     }
-    print(f"recmtl bench: {cfg.name} on {results['cpu']} ({results['torch_threads']} threads)")
+    print(f"bench: {cfg.name} on {results['cpu']} ({results['torch_threads']} threads)")
     results["data_path"] = bench_data_path(cfg)
     d = results["data_path"]
     order = "shuffled" if cfg.data.shuffle else "in file order"
@@ -171,7 +177,7 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
           f"recmtl / baseline = {ratio:.2f}x", flush=True)
 
     if not cfg.train.bf16 and (cfg.train.device == "cuda" or cpu_has_bf16()):
-        bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=True))
+        bf16 = cfg.derive({"train.bf16": True})
         results["single_process_bf16"] = s16 = bench_ranks(bf16, steps, world=1)
         print(f"single process, train.bf16=true: {s16['samples_per_s']:,.0f} samples/s "
               f"({s16['samples_per_s'] / s['samples_per_s']:.2f}x float32); step ms "
@@ -187,11 +193,10 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
               f"{r['checkpoint_restore_s']:.2f}s", flush=True)
 
     if ray_workers:
-        train_cfg = dataclasses.replace(cfg.train, num_workers=ray_workers,
-                                        max_steps_per_epoch=steps, epochs=1)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            _, metrics = fit(dataclasses.replace(cfg, train=train_cfg), Path(tmp), None, None)
+            _, metrics = fit(cfg.derive({"train.num_workers": ray_workers, "train.max_steps_per_epoch": steps,
+                                         "train.epochs": 1}), Path(tmp), None, None)
             wall = time.perf_counter() - t0
         results["ray"] = {"workers": ray_workers,
                           # rows of all ranks over rank 0's steady-state time
@@ -215,3 +220,22 @@ def _installed(package: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.training",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per run")
+    parser.add_argument("--ray-workers", type=int, default=2, help="0 skips the Ray run")
+    parser.add_argument("--json", help="where to write the results")
+    args = parser.parse_args(argv)
+    quiet_third_party()
+    return run_guarded(lambda: bench(load_config(args.config, args.overrides), steps=args.steps,
+                                     ray_workers=args.ray_workers, out=args.json),
+                       prog="bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

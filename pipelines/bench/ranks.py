@@ -1,6 +1,6 @@
 """Training on N processes without Ray (as torchrun would run it): samples/s, the step split
 into data / forward / backward / optimizer, the share of it spent in communication, and the
-time to save and restore a sharded checkpoint. Part of `recmtl bench`.
+time to save and restore a sharded checkpoint. Part of `pipelines.bench.training`.
 
 Communication is read from a short ``torch.profiler`` pass on rank 0: the self time of the
 main thread in collectives and in waiting on them (torchrec's all-to-alls of ids and pooled

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.feature_spec import FeastSource
+from pipelines.feature_store.spec import FeastSource
 
 
 def export_from_feast(source: FeastSource, out_dir: str | Path) -> Path:

@@ -12,7 +12,6 @@ slice column is categorical (integer, string or boolean ids, nulls allowed and r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,8 @@ import pyarrow.parquet as pq
 from recmtl.config import Config
 from recmtl.data.reader import ParquetBatchReader, RowGroup, discover
 from recmtl.data.schema import FeatureSchema
-from recmtl.data.validate import DataError, check_nulls
+from recmtl.data.validate import check_nulls
+from recmtl.errors import DataError
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report, format_table
 from recmtl.metrics.slices import SliceColumn
@@ -36,7 +36,7 @@ from recmtl.metrics.slices import SliceColumn
 def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
     """``cfg`` with ``columns`` added to ``evaluate.slices`` (``--slice`` on the command line)."""
     slices = tuple(dict.fromkeys((*cfg.evaluate.slices, *columns)))
-    return dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, slices=slices))
+    return cfg.derive({"evaluate.slices": slices})
 
 
 def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,

@@ -1,4 +1,4 @@
-"""`python -m pipelines.bench_eval --rows 10000000`: how long ``build_report`` takes at scale.
+"""`python -m pipelines.bench.eval --rows 10000000`: how long ``build_report`` takes at scale.
 
 Builds an ESMM-shaped evaluation set in memory, as ``recmtl.predict`` would return it (float64
 columns, probabilities that were float32 model outputs, group ids as floats): ``ctr`` over all

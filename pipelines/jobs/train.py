@@ -10,8 +10,8 @@ from typing import Any
 import mlflow
 import pyarrow.dataset as ds
 
-from pipelines.evaluate import evaluate
-from pipelines.export import export
+from pipelines.jobs.evaluate import evaluate
+from pipelines.jobs.export import export
 from recmtl.config import Config
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.launch import absolute_data_root, fit

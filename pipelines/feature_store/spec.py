@@ -98,7 +98,7 @@ class NullPolicy:
 
 @dataclass(frozen=True)
 class FeastSource:
-    """Build the raw export with Feast's point-in-time join (``pipelines/feast_source.py``)."""
+    """Build the raw export with Feast's point-in-time join (``pipelines/feature_store/feast_source.py``)."""
 
     repo: str  # the Feast repository (feature_store.yaml)
     entities: str  # Parquet: entity keys, the event timestamp, labels

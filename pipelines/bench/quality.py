@@ -1,8 +1,8 @@
 """Model quality of every architecture on one data set: test AUC, logloss and training
 samples/s per task, each variant a real `recmtl train` run (Ray, MLflow, report, export).
 
-    python -m pipelines.bench_quality data/census/census.yaml --suite census
-    python -m pipelines.bench_quality configs/demo.yaml --suite synthetic --only mmoe,home
+    python -m pipelines.bench.quality data/census/census.yaml --suite census
+    python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only mmoe,home
 
 Prints a Markdown table and writes it with the raw numbers to ``--out`` (JSON).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import mlflow
 
-from pipelines.train import train
+from pipelines.jobs.train import train
 from recmtl.config import load_config
 from recmtl.logs import quiet_third_party
 

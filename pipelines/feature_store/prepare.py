@@ -1,6 +1,6 @@
 """`recmtl prepare SPEC.yaml`: a raw feature-store export -> training Parquet, with polars (lazy).
 
-Reads the export described by a feature schema (``pipelines/feature_spec.py``), splits it by
+Reads the export described by a feature schema (``pipelines/feature_store/spec.py``), splits it by
 time or by a stable hash, fits vocabularies, dense statistics and bucket boundaries on the
 train split only, and writes for each split part files of ``rows_per_file`` rows with row
 groups of ``row_group_size``: int64 ids in range, float32 dense values, int8 labels. Beside them:
@@ -35,9 +35,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.feature_spec import DenseSpec, PrepareSpec, SparseSpec
+from pipelines.feature_store.spec import DenseSpec, PrepareSpec, SparseSpec
 from recmtl.data.reader import list_parquet_files
-from recmtl.data.validate import DataError
+from recmtl.errors import DataError
 from recmtl.export.raw import TRANSFORMS_FORMAT, blake2b64
 
 SPLITS = ("train", "valid", "test")
@@ -249,7 +249,7 @@ def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
 
 def prepare(spec: PrepareSpec) -> dict[str, Any]:
     if spec.feast:
-        from pipelines.feast_source import export_from_feast
+        from pipelines.feature_store.feast_source import export_from_feast
 
         joined = export_from_feast(spec.feast, Path(spec.output) / "feast-export")
         spec = dataclasses.replace(spec, source=str(joined), feast=None)

@@ -1,0 +1,1 @@
+"""Raw feature-store exports, the synthetic store and Census-Income -> training Parquet."""

@@ -1,0 +1,1 @@
+"""The product jobs behind the recmtl command: train, evaluate, export, score, compare."""

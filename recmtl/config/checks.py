@@ -1,0 +1,125 @@
+"""Cross-field rules of a ``Config`` (types and closed choices are checked while loading)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from recmtl.config.schema import Config, EvaluateConfig
+from recmtl.errors import ConfigError
+
+Fail = Callable[[str], None]
+
+
+def check_config(cfg: Config, source: str) -> None:
+    """Raises ``ConfigError`` naming ``source`` and the key for the first broken rule."""
+
+    def fail(msg: str) -> None:
+        raise ConfigError(f"{source}: {msg}")
+
+    _check_features(cfg, fail)
+    _check_tasks(cfg, fail)
+    _check_model_and_loss(cfg, fail)
+    _check_train(cfg, fail)
+    _check_evaluate(cfg.evaluate, fail)
+
+
+def _check_features(cfg: Config, fail: Fail) -> None:
+    tables = {t.name: t for t in cfg.features.tables}
+    if len(tables) != len(cfg.features.tables):
+        fail("features.tables: duplicate table name")
+    for t in cfg.features.tables:
+        if t.num_embeddings <= 0 or t.dim <= 0:
+            fail(f"features.tables.{t.name}: num_embeddings and dim must be positive")
+        if t.lr is not None and t.lr <= 0:
+            fail(f"features.tables.{t.name}.lr: must be > 0")
+    names = [f.name for f in cfg.features.sparse]
+    if len(set(names)) != len(names):
+        fail("features.sparse: duplicate feature name")
+    for f in cfg.features.sparse:
+        if f.table not in tables:
+            fail(f"features.sparse.{f.name}.table: unknown table {f.table!r}")
+    if not cfg.features.sparse:
+        fail("features.sparse: at least one sparse feature is required")
+    if cfg.model.interaction == "dot" and len({tables[f.table].dim for f in cfg.features.sparse}) > 1:
+        fail("model.interaction: dot needs every sparse feature's table to have the same dim")
+
+
+def _check_tasks(cfg: Config, fail: Fail) -> None:
+    seen: set[str] = set()
+    for task in cfg.tasks:
+        if task.name in seen:
+            fail(f"tasks: duplicate task {task.name!r}")
+        if task.loss_weight < 0:
+            fail(f"tasks.{task.name}.loss_weight: must be >= 0")
+        for part in task.product_of:
+            if part not in seen:
+                fail(f"tasks.{task.name}.product_of: {part!r} must be a task defined before it")
+        seen.add(task.name)
+    unknown_exports = sorted(set(cfg.export.tasks) - seen)
+    if unknown_exports:
+        fail(f"export.tasks: unknown task(s) {unknown_exports}")
+    if not cfg.base_tasks():
+        fail("tasks: at least one task must have its own tower")
+    tasks = {t.name: t for t in cfg.tasks}
+    for t in cfg.tasks:
+        where = f"tasks.{t.name}"
+        if t.kind == "regression" and (t.product_of or t.escm2 != "none" or t.oracle):
+            fail(f"{where}: a regression task cannot be composed, use escm2 or an oracle")
+        if any(tasks[k].kind != "binary" for k in t.product_of):
+            fail(f"{where}.product_of: only binary tasks compose into a probability")
+        if t.escm2 != "none":
+            if t.space is None or t.product_of:
+                fail(f"{where}.escm2: needs a base task with a space (the CVR task)")
+            if not [p for p in cfg.tasks if p.label == t.space and p.space is None
+                    and not p.product_of and p.kind == "binary"]:
+                fail(f"{where}.escm2: no base binary task over all rows has label {t.space!r} "
+                     "(the propensity)")
+
+
+def _check_model_and_loss(cfg: Config, fail: Fail) -> None:
+    model, base = cfg.model, cfg.base_tasks()
+    if model.num_experts < 1 or model.num_levels < 1 or model.task_experts < 0:
+        fail("model: num_experts and num_levels must be >= 1, task_experts >= 0")
+    if not model.expert_layers:
+        fail("model.expert_layers: at least one layer is required")
+    if model.gate == "dselect_k" and model.dselect_k < 1:
+        fail("model.dselect_k: must be >= 1")
+    if model.group_experts < 0 or model.feature_gate_rank < 1:
+        fail("model: group_experts must be >= 0, feature_gate_rank >= 1")
+    grouped = [name for group in model.task_groups for name in group]
+    if model.task_groups and sorted(grouped) != sorted(base):
+        fail(f"model.task_groups: must hold every base task {base} exactly once, got {grouped}")
+    if model.transfer == "aitm" and len(base) < 2:
+        fail("model.transfer: aitm needs at least two base tasks")
+    if cfg.loss.calibrator_weight < 0 or not 0 < cfg.loss.propensity_clip <= 1:
+        fail("loss: calibrator_weight must be >= 0 and 0 < propensity_clip <= 1")
+
+
+def _check_train(cfg: Config, fail: Fail) -> None:
+    train = cfg.train
+    for key, opt in [("train.sparse_optimizer", train.sparse_optimizer)] + [
+            (f"features.tables.{t.name}.optimizer", t.optimizer) for t in cfg.features.tables]:
+        if opt == "adam" and train.device != "cuda":
+            fail(f"{key}: adam is a fused embedding optimizer on cuda only (fbgemm's CPU kernels "
+                 "offer rowwise_adagrad, adagrad and sgd)")
+    for key, sched in (("dense_schedule", train.dense_schedule),
+                       ("sparse_schedule", train.sparse_schedule)):
+        if sched.warmup_steps < 0 or not 0 <= sched.final_factor <= 1:
+            fail(f"train.{key}: warmup_steps >= 0 and 0 <= final_factor <= 1")
+    if train.pipeline == "sparse_dist" and cfg.loss.weighting == "pcgrad":
+        fail("loss.weighting: pcgrad needs the plain step (train.pipeline: none)")
+    if train.cpus_per_worker <= 0 or train.gpus_per_worker < 0:
+        fail("train: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
+    if train.num_workers < 1 or train.epochs < 1 or cfg.data.batch_size < 1:
+        fail("train.num_workers, train.epochs and data.batch_size must be >= 1")
+
+
+def _check_evaluate(ev: EvaluateConfig, fail: Fail) -> None:
+    if ev.bootstrap < 0:
+        fail(f"evaluate.bootstrap: {ev.bootstrap} must be >= 0 (0 turns the interval off)")
+    if ev.max_slices < 1:
+        fail(f"evaluate.max_slices: {ev.max_slices} must be >= 1")
+    if len(set(ev.slices)) != len(ev.slices):
+        fail(f"evaluate.slices: duplicate column in {list(ev.slices)}")
+    if any(not c.strip() for c in ev.slices):
+        fail("evaluate.slices: column names must not be empty")

@@ -1,0 +1,313 @@
+"""The run configuration: frozen, typed dataclasses, one per YAML section.
+
+Closed choices are ``Literal`` types, so the loader (``loading.py``) rejects any other value
+naming the key and the file; cross-field rules live in ``checks.py``. Derive a changed config
+with :meth:`Config.derive`, which validates the result like a loaded file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt"]
+Gate = Literal["softmax", "dselect_k"]
+Transfer = Literal["none", "aitm"]
+TaskKind = Literal["binary", "regression"]
+Escm2 = Literal["none", "ips", "dr"]
+Weighting = Literal["fixed", "uncertainty", "pcgrad"]
+Interaction = Literal["dot", "none"]
+SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
+ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_column_wise",
+                       "table_row_wise", "data_parallel"]
+Decay = Literal["constant", "linear", "cosine"]
+Pooling = Literal["sum", "mean"]
+Device = Literal["cpu", "cuda"]
+Pipeline = Literal["none", "sparse_dist"]
+
+ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """One embedding table; several sparse features may share it.
+
+    ``sharding``: the sharding types the planner may choose for this table (table_wise,
+    row_wise, column_wise, table_column_wise, table_row_wise, data_parallel; empty: every
+    model-parallel type the device offers). ``optimizer`` / ``lr``: this table's fused
+    optimizer (default: ``train.sparse_optimizer`` / ``train.sparse_lr``).
+    """
+
+    name: str
+    num_embeddings: int
+    dim: int
+    pooling: Pooling = "sum"
+    sharding: tuple[ShardingType, ...] = ()
+    optimizer: SparseOptimizer | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class SparseFeatureConfig:
+    """A sparse id column. ``multi_valued`` columns are Parquet lists of ids."""
+
+    name: str
+    table: str
+    multi_valued: bool = False
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    tables: tuple[TableConfig, ...]
+    sparse: tuple[SparseFeatureConfig, ...]
+    dense: tuple[str, ...]
+    group: str | None = None  # column used as GAUC group (user id)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One prediction task.
+
+    ``kind``: binary (sigmoid + BCE) or regression (the head's output itself, squared error;
+    e.g. log watch time). ``space``: a label column that must be 1 for a row to belong to this
+    task's sample space (CVR lives on clicked rows). ``product_of``: entire-space composition,
+    the task's probability is the product of those tasks' probabilities (ESMM: ctcvr = ctr x
+    cvr). ``oracle``: a column with the true probability, when the data carries one.
+    ``escm2``: for a binary task with a ``space``, replace the naive loss on that space by an
+    entire-space counterfactual one (ESCM2, Wang et al. SIGIR 2022): ``ips`` weights each
+    in-space row by 1 / propensity, ``dr`` adds an imputation head (doubly robust). The
+    propensity is the probability of the task whose label is ``space``, detached and clipped
+    below at ``loss.propensity_clip``.
+    """
+
+    name: str
+    label: str
+    loss_weight: float = 1.0
+    kind: TaskKind = "binary"
+    space: str | None = None
+    product_of: tuple[str, ...] = ()
+    oracle: str | None = None
+    escm2: Escm2 = "none"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The dense part: interaction -> backbone -> one tower per base task.
+
+    ``arch``: shared_bottom (one MLP of ``expert_layers``), mmoe (``num_experts`` shared
+    experts), ple (``num_levels`` CGC levels, each with ``task_experts`` per task and
+    ``num_experts`` shared experts), home (two levels: ``num_experts`` global experts,
+    ``group_experts`` per task group in ``task_groups``, ``task_experts`` per task; switches
+    ``expert_norm``, ``feature_gate``, ``self_gate``), adatt (``num_levels`` fusion levels with
+    ``task_experts`` per task and ``num_experts`` shared, a residual of the task's own experts
+    when ``adatt_residual``). ``gate``: softmax or dselect_k (``dselect_k`` experts per gate,
+    Hazimeh et al. 2021) for every gate of mmoe, ple, home and adatt. ``transfer``: aitm passes
+    information from each base task's tower to the next one's (Xi et al. KDD 2021), in task order.
+    """
+
+    arch: Architecture = "mmoe"
+    interaction: Interaction = "dot"  # dot: pairwise dot products of pooled embeddings
+    num_experts: int = 4
+    expert_layers: tuple[int, ...] = (128, 64)
+    tower_layers: tuple[int, ...] = (64,)
+    num_levels: int = 2
+    task_experts: int = 1
+    gate: Gate = "softmax"
+    dselect_k: int = 2
+    group_experts: int = 1
+    task_groups: tuple[tuple[str, ...], ...] = ()  # HoME meta-categories; empty: one group of all
+    expert_norm: bool = True  # HoME: experts as Swish(BatchNorm(Linear)); false: ReLU(Linear)
+    feature_gate: bool = True  # HoME: each expert reads x * 2 sigmoid(x B A), starting at 1
+    feature_gate_rank: int = 4
+    self_gate: bool = True  # HoME: residual of each group's/task's own experts between levels
+    adatt_residual: bool = True
+    transfer: Transfer = "none"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """How the per-task losses combine.
+
+    ``weighting``: fixed (``tasks[].loss_weight``), uncertainty (Kendall et al. 2018: learned
+    ``exp(-s_t) L_t + s_t``, times the fixed weights) or pcgrad (Yu et al. 2020: the per-task
+    gradients of the shared dense parameters are projected off each other where they
+    conflict). ``calibrator_weight``: AITM's penalty ``max(p_t - p_{t-1}, 0)`` along the base
+    tasks in order (a conversion is never likelier than the click before it).
+    """
+
+    weighting: Weighting = "fixed"
+    calibrator_weight: float = 0.0
+    propensity_clip: float = 0.05
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/demo"  # local path or any pyarrow filesystem URI; holds train/ valid/ test/
+    batch_size: int = 4096  # global batch: each of W workers takes batch_size / W rows a step
+    eval_batch_size: int = 16384
+    shuffle: bool = True
+    prefetch: int = 2  # training batches built ahead in a background thread
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of the embedded synthetic impression -> click -> conversion feature store."""
+
+    train_rows: int = 2_000_000
+    valid_rows: int = 100_000
+    test_rows: int = 100_000
+    rows_per_file: int = 250_000
+    row_group_size: int = 32_768
+    num_users: int = 100_000
+    num_items: int = 50_000
+    num_categories: int = 200
+    num_segments: int = 64
+    latent_dim: int = 8
+    extra_sparse: tuple[int, ...] = ()  # cardinalities of extra context ids ctx_0, ctx_1, ...
+    extra_dense: int = 0  # extra dense columns dense_0, dense_1, ... (carry no signal)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A learning-rate schedule as a factor of the base rate: linear warm-up from 0 over
+    ``warmup_steps``, then ``decay`` (constant | linear | cosine) down to ``final_factor`` at
+    the last step of training."""
+
+    warmup_steps: int = 0
+    decay: Decay = "constant"
+    final_factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``ray_address``: join this Ray cluster (else ``$RAY_ADDRESS``, else start a local one).
+    Each worker asks Ray for ``cpus_per_worker`` CPUs and, on cuda, ``gpus_per_worker`` GPUs."""
+
+    num_workers: int = 2
+    epochs: int = 1
+    device: Device = "cpu"  # the same code path; gloo or NCCL is picked from it
+    ray_address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    dense_lr: float = 0.01
+    # rowwise_adagrad | adagrad | sgd; adam too on cuda (fbgemm has no fused CPU Adam)
+    sparse_optimizer: SparseOptimizer = "rowwise_adagrad"
+    sparse_lr: float = 0.1
+    # Autocast the forward to bfloat16 (the dense matmuls; embedding lookups and the loss stay
+    # float32). Meant for GPUs; it runs on CPU too, usually slower there.
+    bf16: bool = False
+    # sparse_dist: torchrec's TrainPipelineSparseDist overlaps the id all-to-all of the next
+    # batch with this one's forward and backward; none: the plain step (phase timings, PCGrad)
+    pipeline: Pipeline = "none"
+    dense_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sparse_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps
+    max_failures: int = 0  # Ray restarts the workers from the latest checkpoint this often
+    # Fault drill: the last rank SIGKILLs itself once at this global step, to rehearse recovery.
+    kill_worker_at_step: int | None = None
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in output_dir
+    experiment: str = "recmtl"
+    registered_model_name: str | None = None  # register the logged bundle model under it
+    system_metrics: bool = True  # CPU, memory, disk, network (and GPU) of the driver's machine
+    system_metrics_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What goes into the serving bundle. ``tasks``: the towers to serve (empty: all)."""
+
+    parity_rows: int = 4096
+    parity_atol: float = 1e-5
+    tasks: tuple[str, ...] = ()
+    onnx: bool = True
+    aot_inductor: bool = False  # compile the dense part ahead of time (~30 s more)
+    parquet_tables: bool = False  # also write each table as Parquet (id, vector) for a KV store
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Offline evaluation (``recmtl evaluate``, and the report at the end of ``train``).
+
+    ``slices``: categorical columns of the data to break AUC and volume down by, per task in
+    its own sample space (``recmtl evaluate --slice COLUMN`` adds one). Each column keeps its
+    ``max_slices`` largest values by rows; the other values are pooled into one ``other``
+    entry that says how many values it holds. ``bootstrap``: resamples for the AUC interval
+    (0: none). ``save_predictions``: also write ``predictions.parquet`` (labels and per-task
+    scores, one row per data row in data order) so ``recmtl compare`` can pair two runs.
+    """
+
+    slices: tuple[str, ...] = ()
+    bootstrap: int = 200
+    max_slices: int = 50
+    save_predictions: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    features: FeaturesConfig
+    tasks: tuple[TaskConfig, ...]
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def task(self, name: str) -> TaskConfig:
+        return next(t for t in self.tasks if t.name == name)
+
+    def base_tasks(self) -> list[str]:
+        """Tasks with their own tower (not composed from others), in config order."""
+        return [t.name for t in self.tasks if not t.product_of]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-able values (tuples become lists); ``config_from_dict`` reads it back."""
+        return _to_plain(dataclasses.asdict(self))
+
+    def derive(self, changes: Mapping[str, Any], source: str = "<derived>") -> Config:
+        """A copy with ``{"dotted.key": value}`` changes, validated like a loaded file.
+
+        Example:
+            >>> cfg = Config("x", FeaturesConfig((TableConfig("t", 10, 4),),
+            ...                                  (SparseFeatureConfig("f", "t"),), ()),
+            ...              (TaskConfig("ctr", "click"),))
+            >>> cfg.derive({"train.epochs": 3}).train.epochs
+            3
+            >>> cfg.derive({"model.arch": "moe"})
+            Traceback (most recent call last):
+            ...
+            recmtl.errors.ConfigError: <derived>: key 'model.arch': expected one of \
+('shared_bottom', 'mmoe', 'ple', 'home', 'adatt'), got 'moe'
+        """
+        from recmtl.config.loading import config_from_dict, set_dotted
+
+        raw = self.to_dict()
+        for key, value in changes.items():
+            set_dotted(raw, key, _to_plain(value), source)
+        return config_from_dict(raw, source)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
