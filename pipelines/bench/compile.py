@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
-    results = {}
+    results: dict[str, list[dict[str, float]]] = {}
     for mode in ("eager", "default", "eager"):  # eager twice: the machine's drift shows
         r = run(args.config, args.steps, mode)
         results.setdefault(mode, []).append(r)

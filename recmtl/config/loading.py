@@ -117,7 +117,7 @@ def _build(tp: Any, value: Any, key: str, source: str) -> Any:
                 kwargs[name] = _build(hints[name], value[name], sub, source)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{source}: key {sub!r} is required")
-        return tp(**kwargs)
+        return tp(**kwargs)  # type: ignore[operator]
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
