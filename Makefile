@@ -35,7 +35,7 @@ test-heavy: setup
 
 lint: setup
 	$(VENV)/bin/ruff check recmtl pipelines tests
-	$(VENV)/bin/mypy recmtl
+	$(VENV)/bin/mypy recmtl pipelines
 
 clean:
 	rm -rf runs data/demo .pytest_cache
