@@ -10,10 +10,15 @@ over the rows it sees:
   entropy of the weights (0 = one expert, ``log E`` = uniform).
 
 Example:
+    >>> from recmtl.modules.mmoe import MMoE
+    >>> backbone = MMoE(BatchedExperts(in_features=8, layer_sizes=[4], num_experts=3),
+    ...                 SoftmaxGate(in_features=8, num_gates=2, num_experts=3))
     >>> probe = ExpertProbe(backbone)
     >>> with probe:
-    ...     model(dense, sparse)
-    >>> probe.summary()["gates"]["gate"]["mass"]  # [G][E]
+    ...     _ = backbone(torch.randn(16, 8))
+    >>> mass = probe.summary()["gates"]["gate"]["mass"]  # [G][E]: each row sums to 1
+    >>> len(mass), len(mass[0]), round(sum(mass[0]), 6)
+    (2, 3, 1.0)
 """
 
 from __future__ import annotations
