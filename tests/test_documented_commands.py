@@ -1,0 +1,309 @@
+"""Every command the README, docs/*.md and the config comments show runs, end to end.
+
+The commands are collected from the files at test time (``tests/documented.py``) and each must
+match exactly one entry of ``TABLE``: a documented command without an entry fails (add one),
+and so does an entry that matches no documented command (remove or update it).
+
+Each entry says how its command is checked:
+
+- ``run``: the documented text, with the entry's ``subs`` replaced (placeholders, ``[optional]``
+  parts) and its ``extra`` arguments appended (small-data overrides: the last value of a key
+  wins), runs through the real CLI in a subprocess. The working directory is a scratch
+  directory with ``configs/`` linked in, so relative paths (``data/demo``, ``runs/``) resolve
+  as they would in a checkout and nothing lands in the repository. ``after`` names documented
+  commands that must have run first (the store it reads, the run whose bundle it uses); each
+  runs once per session and its result is shared.
+- ``heavy``: the same, marked ``heavy`` (``make test-heavy``): long by nature.
+- ``help``: a usage line: ``--help`` of the (sub)command succeeds and names every ``--flag``
+  the line shows.
+- ``covered``: not run from the suite (``make demo``, ``make test``...), with the reason.
+
+``census=True`` runs only where the Census-Income CSV is present (``../shared`` beside the
+checkout, as in CI); it is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from tests.documented import ROOT, documented_commands
+
+CENSUS_CSV = ROOT.parent / "shared" / "data" / "census-income-kdd" / "census-income.test.gz"
+
+# The synthetic store at a few thousand rows: generation takes seconds.
+SMALL_DATA = ("synthetic.train_rows=4000", "synthetic.valid_rows=1000", "synthetic.test_rows=1000",
+              "synthetic.rows_per_file=2000", "synthetic.row_group_size=1000")
+# A few steps of training; the report, export and MLflow model as in a full run.
+SMALL_TRAIN = ("data.batch_size=512", "train.max_steps_per_epoch=3", "export.parity_rows=512")
+CENSUS_TRAIN = ("train.epochs=1", *SMALL_TRAIN)
+
+Kind = Literal["run", "heavy", "help", "covered"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How the documented commands matching ``pattern`` (a regex, whole command) are checked.
+
+    ``subs``: (documented text, replacement) pairs, each of which must occur in the command;
+    a replacement may name ``{bundle}`` (the demo run's export), ``{run}`` (its run directory),
+    ``{run_id}`` (its MLflow run id) or ``{out}`` (a fresh directory for this command).
+    """
+
+    pattern: str
+    kind: Kind
+    why: str = ""
+    subs: tuple[tuple[str, str], ...] = ()
+    extra: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    census: bool = False
+
+
+DEMO_GEN = "recmtl generate configs/demo.yaml"
+DEMO_TRAIN = "recmtl train configs/demo.yaml"
+STANDARD_GEN = "recmtl generate configs/bench/standard.yaml"
+SMOKE_GEN = "recmtl generate configs/smoke.yaml"
+CENSUS_PREP = "recmtl prepare-census"
+DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+
+
+def _exact(command: str) -> str:
+    return re.escape(command)
+
+
+TABLE: list[Entry] = [
+    # make: the README's own commands, run elsewhere.
+    Entry(r"make (demo|test)", "covered",
+          "`make demo` is generate + train on configs/demo.yaml (both run here on small data, "
+          "below); `make test` is this suite. CI runs `make lint` and `make test` (.ci/run)."),
+    Entry(r"make (setup|lint|test-heavy)", "covered",
+          "setup: a prerequisite of every make target; lint: .ci/run; test-heavy: the `heavy` "
+          "entries of this table."),
+    # The demo's pipeline on a small store: one real training, shared by what follows.
+    Entry(_exact(DEMO_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(DEMO_TRAIN), "run", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
+    Entry(_exact("recmtl evaluate CONFIG [--checkpoint DIR | --bundle DIR] [--slice COLUMN ...] "
+                 "[--out DIR]"), "run",
+          subs=(("CONFIG", "configs/demo.yaml"),
+                ("[--checkpoint DIR | --bundle DIR]", "--bundle {bundle}"),
+                ("[--slice COLUMN ...]", "--slice user_segment"), ("[--out DIR]", "--out {out}")),
+          after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out compare.json]"), "run",
+          "the run against itself: A as its directory, B as its MLflow run id",
+          subs=(("RUN_A", "{run}"), ("RUN_B", "{run_id}"),
+                ("[--tracking-uri URI]", "--tracking-uri sqlite:///runs/mlflow.db"),
+                ("[--out compare.json]", "--out compare.json")),
+          after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl score --bundle /tmp/b --data data/demo/test"), "run",
+          subs=(("/tmp/b", "{bundle}"),), after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl score --bundle runs/demo-.../export --data data/demo/test "
+                 "--out scores.parquet --keep impression_id [--backend torch|onnx|aoti]"), "run",
+          subs=(("runs/demo-.../export", "{bundle}"), ("[--backend torch|onnx|aoti]", "--backend onnx")),
+          after=(DEMO_TRAIN,)),
+    Entry(_exact("python -m pipelines.bench.serving --bundle /tmp/b --data data/demo/test"), "run",
+          subs=(("/tmp/b", "{bundle}"),), extra=("--requests", "3"), after=(DEMO_TRAIN,)),
+    Entry(_exact("python -m pipelines.bench.serving --bundle DIR --data data/demo/test"), "run",
+          subs=(("DIR", "{bundle}"),), extra=("--requests", "3"), after=(DEMO_TRAIN,)),
+    Entry(_exact("python -m pipelines.bench.serving --bundle runs/demo-.../export "
+                 "--data data/demo/test"), "run",
+          subs=(("runs/demo-.../export", "{bundle}"),), extra=("--requests", "3"),
+          after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl export configs/demo.yaml export.aot_inductor=true --out /tmp/b"), "heavy",
+          "AOTInductor compiles for ~30 s more", subs=(("/tmp/b", "{out}"),),
+          extra=("export.parity_rows=512",), after=(DEMO_TRAIN,)),
+    Entry(_exact("python -m pipelines.bench.eval --rows 10000000"), "run",
+          subs=(("--rows 10000000", "--rows 20000"),), extra=("--bootstrap", "20")),
+    # More synthetic stores: generation is cheap at a few thousand rows.
+    Entry(_exact(DEMO16M_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact("recmtl generate configs/quality/funnel_24m.yaml"), "run", extra=SMALL_DATA),
+    Entry(_exact(STANDARD_GEN), "run",
+          extra=(*SMALL_DATA, "synthetic.train_rows=20000", "synthetic.rows_per_file=10000")),
+    Entry(_exact(SMOKE_GEN), "run"),
+    # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
+    Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
+          after=(SMOKE_GEN,)),
+    Entry(r"recmtl train configs/models/(shared_bottom|home)\.yaml", "heavy", extra=SMALL_TRAIN,
+          after=(DEMO_GEN,)),
+    Entry(_exact("recmtl train configs/quality/funnel_24m.yaml"), "heavy", extra=SMALL_TRAIN,
+          after=("recmtl generate configs/quality/funnel_24m.yaml",)),
+    Entry(r"recmtl train configs/demo\.yaml train\.epochs=2( data\.batch_size=8192)?", "heavy",
+          "the batch size is overridden to fit the small store", extra=SMALL_TRAIN,
+          after=(DEMO_GEN,)),
+    Entry(_exact("recmtl train configs/bench/standard.yaml train.bf16=true "
+                 "evaluate.save_predictions=true seed=S"), "heavy",
+          subs=(("seed=S", "seed=0"),), extra=SMALL_TRAIN, after=(STANDARD_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic"), "heavy",
+          "every variant of the suite trains", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
+                 "data.root=data/demo16m synthetic.train_rows=16000000"), "heavy",
+          extra=SMALL_TRAIN, after=(DEMO16M_GEN,)),
+    Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
+          "1 and 2 processes, the baseline and a Ray job",
+          extra=("--steps", "3", "data.batch_size=1024"), after=(STANDARD_GEN,)),
+    Entry(_exact("python -m pipelines.bench.compile configs/bench/standard.yaml"), "heavy",
+          "compiles the dense part (~12 s) and runs both", extra=("--steps", "3"),
+          after=(STANDARD_GEN,)),
+    Entry(_exact("python -m pipelines.bench.fault CONFIG --kill-at 30 --checkpoint-every 20"),
+          "heavy", "two Ray jobs on the smoke store", subs=(("CONFIG", "configs/smoke.yaml"),),
+          after=(SMOKE_GEN,)),
+    # Census-Income: where the CSV is present.
+    Entry(_exact(CENSUS_PREP), "run", census=True),
+    Entry(_exact("recmtl train data/census/census.yaml"), "run", extra=CENSUS_TRAIN,
+          after=(CENSUS_PREP,), census=True),
+    Entry(_exact("recmtl train data/census/census.yaml [model.arch=ple]"), "heavy",
+          subs=(("[model.arch=ple]", "model.arch=ple"),), extra=CENSUS_TRAIN,
+          after=(CENSUS_PREP,), census=True),
+    Entry(_exact("python -m pipelines.bench.quality data/census/census.yaml --suite census"),
+          "heavy", "every variant of the suite trains", extra=CENSUS_TRAIN,
+          after=(CENSUS_PREP,), census=True),
+    # Usage lines and commands named in prose: --help, and the flags they show.
+    Entry(r"recmtl (train|prepare|compare|evaluate|score --raw)", "help", "named in prose"),
+    Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
+    Entry(_exact("recmtl <generate|train|evaluate|export|bench> CONFIG [dotted.key=value ...]"),
+          "help"),
+    Entry(_exact("recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out FILE]"), "help"),
+    Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR]"), "help"),
+    Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] "
+                 "[--keep COL] [--raw]"), "help"),
+    Entry(_exact("recmtl export CONFIG [--checkpoint DIR] [--out DIR]"), "help"),
+    Entry(_exact("python -m pipelines.bench.serving --bundle DIR --data PATH"), "help"),
+    Entry(_exact("python -m pipelines.bench.quality CONFIG --suite census|synthetic [--only a,b]"),
+          "help"),
+    Entry(_exact("python -m pipelines.bench.training CONFIG"), "help"),
+]
+
+
+def _entries(command: str) -> list[Entry]:
+    return [e for e in TABLE if re.fullmatch(e.pattern, command)]
+
+
+def _entry(command: str) -> Entry:
+    matches = _entries(command)
+    assert matches, (
+        f"`{command}` has no entry in TABLE of {Path(__file__).name}: add one that says how "
+        "it runs on small data (or why it is not run here)")
+    assert len(matches) == 1, f"`{command}` matches {len(matches)} TABLE entries: {matches}"
+    return matches[0]
+
+
+class Workspace:
+    """A scratch checkout-like directory where documented commands run, each at most once."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.results: dict[str, subprocess.CompletedProcess[str]] = {}
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
+                                            os.environ.get("PATH", "")])
+
+    def argv(self, command: str, entry: Entry) -> list[str]:
+        text = command
+        for old, new in entry.subs:
+            assert old in text, f"entry for {command!r}: {old!r} is not in the command"
+            text = text.replace(old, new)
+        if "{" in text:
+            text = text.format_map(self.fields(command, text))
+        argv = [*shlex.split(text), *entry.extra]
+        if argv[0] == "python":
+            argv[0] = sys.executable
+        elif argv[0] == "recmtl":
+            argv[0] = str(Path(sys.executable).parent / "recmtl")
+        return argv
+
+    def fields(self, command: str, text: str) -> dict[str, str]:
+        fields = {"out": str(self.work / "out" / re.sub(r"\W+", "-", command)[:80])}
+        if "{bundle}" in text or "{run" in text:
+            runs = sorted((self.work / "runs").glob("demo-*/summary.json"))
+            assert runs, f"no run of `{DEMO_TRAIN}` under {self.work / 'runs'}"
+            summary = json.loads(runs[-1].read_text())
+            fields |= {"bundle": summary["export"], "run": summary["run_dir"],
+                       "run_id": summary["run_id"]}
+        return fields
+
+    def run(self, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        if command not in self.results:
+            entry = _entry(command)
+            for before in entry.after:
+                done = self.run(before, timeout)
+                if done.returncode != 0:
+                    pytest.fail(f"needs `{before}` first, which failed:\n{_tail(done)}")
+            self.results[command] = subprocess.run(
+                self.argv(command, entry), cwd=self.work, env=self.env, capture_output=True,
+                text=True, timeout=timeout)
+        return self.results[command]
+
+
+def _tail(done: subprocess.CompletedProcess[str], chars: int = 3000) -> str:
+    return f"$ {shlex.join(done.args)}\nexit {done.returncode}\n{(done.stdout + done.stderr)[-chars:]}"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    base = tmp_path_factory.mktemp("documented")
+    work = base / "work"
+    work.mkdir()
+    (work / "configs").symlink_to(ROOT / "configs", target_is_directory=True)
+    if CENSUS_CSV.exists():  # the CLI's default --src is ../shared/data/...
+        (base / "shared").symlink_to(ROOT.parent / "shared", target_is_directory=True)
+    return Workspace(work)
+
+
+DOCUMENTED = documented_commands()
+
+
+def _param(command: str) -> object:
+    heavy = any(e.kind == "heavy" for e in _entries(command))
+    marks = [pytest.mark.heavy] if heavy else []
+    return pytest.param(command, marks=marks, id=command[:90])
+
+
+@pytest.mark.parametrize("command", [_param(c) for c in DOCUMENTED])
+def test_documented_command_runs(command: str, workspace: Workspace) -> None:
+    where = ", ".join(DOCUMENTED[command])
+    print(f"documented at {where}")
+    entry = _entry(command)
+    if entry.kind == "covered":
+        assert entry.why
+        return
+    if entry.kind == "help":
+        _check_help(command)
+        return
+    if entry.census and not CENSUS_CSV.exists():
+        pytest.skip(f"no Census-Income data at {CENSUS_CSV}")
+    done = workspace.run(command, timeout=3600 if entry.kind == "heavy" else 600)
+    assert done.returncode == 0, f"`{command}` ({where}) failed:\n{_tail(done)}"
+
+
+def _check_help(command: str) -> None:
+    words = command.split()
+    if words[0] == "recmtl":
+        alternatives = re.fullmatch(r"<(.+)>", words[1])
+        subcommands = alternatives.group(1).split("|") if alternatives else [words[1]]
+        calls = [[str(Path(sys.executable).parent / "recmtl"), sub, "--help"]
+                 for sub in subcommands]
+    else:
+        calls = [[sys.executable, "-m", words[2], "--help"]]
+    flags = set(re.findall(r"--[\w-]+", command))
+    for argv in calls:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"`{command}`: {_tail(done)}"
+        missing = sorted(f for f in flags if f not in done.stdout)
+        assert not missing, f"`{command}`: {shlex.join(argv)} does not offer {missing}"
+
+
+def test_every_entry_is_documented() -> None:
+    stale = [e.pattern for e in TABLE
+             if not any(re.fullmatch(e.pattern, c) for c in DOCUMENTED)]
+    assert not stale, f"TABLE entries that match no documented command (remove them): {stale}"
