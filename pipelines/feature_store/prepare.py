@@ -7,7 +7,8 @@ groups of ``row_group_size``: int64 ids in range, float32 dense values, int8 lab
 
 - ``stats.json``: rows per split, null counts per column, what each null policy did (nulls
   mapped to the OOV id, nulls filled with the mean) and ids unseen in train, per split; table
-  sizes, vocabulary sizes, dense statistics;
+  sizes, vocabulary sizes, dense statistics; ``type_casts``: columns read as one type across
+  files that differ in width or unit (``pipelines/feature_store/sources.py``);
 - ``vocab/<table>.parquet``: ``value -> id`` for every vocabulary;
 - ``transforms.json``: every transform with what it fit, which an exported bundle carries so
   that serving replays them on raw rows (``recmtl.export.raw``);
@@ -17,7 +18,8 @@ groups of ``row_group_size``: int64 ids in range, float32 dense values, int8 lab
 Every row of the export lands in exactly one split; nothing is dropped. Bad input stops the
 job with the file, column, count and expectation: labels outside {0, 1} or null, NaN or
 infinite floats, ids out of range for ``identity``, nulls where the policy is ``error``, a
-missing column, or a column whose type differs between files.
+missing column, a column whose type its role cannot use or whose kind of type differs between
+files, an export without rows or an empty train split.
 
 The work is lazy: each pass (checks, fits, one write per split) streams the export.
 """
@@ -31,12 +33,17 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import yaml
 
+from pipelines.feature_store.sources import (
+    ExportSchema,
+    check_types,
+    needed_columns,
+    read_schemas,
+    scan,
+    source_files,
+)
 from pipelines.feature_store.spec import DenseSpec, PrepareSpec, SparseSpec
-from recmtl.data.reader import list_parquet_files
 from recmtl.errors import DataError
 from recmtl.export.raw import TRANSFORMS_FORMAT, blake2b64
 
@@ -54,40 +61,6 @@ def stable_hash(values: pl.Series) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return np.asarray(z ^ (z >> np.uint64(31)))
     return blake2b64(str(v) for v in values.to_list())
-
-
-def source_files(uri: str) -> tuple[list[str], list[str], pafs.FileSystem]:
-    """The Parquet files of the export (sorted), the paths polars reads, and their filesystem."""
-    fs, files = list_parquet_files(uri)
-    if isinstance(fs, pafs.LocalFileSystem):
-        return files, files, fs
-    _, root = pafs.FileSystem.from_uri(uri)
-    return files, [uri.rstrip("/") + "/" + f[len(root):].lstrip("/") for f in files], fs
-
-
-def check_schemas(files: list[str], spec: PrepareSpec, fs: pafs.FileSystem
-                  ) -> dict[str, pl.DataType]:
-    """Every needed column exists in every file with one type; returns the types."""
-    needed = ([f.source for f in spec.sparse] + [d.source for d in spec.dense] + list(spec.labels)
-              + [c for c in (spec.group, spec.weight, spec.split.column) if c] + list(spec.keep))
-    seen: dict[str, tuple[str, Any]] = {}
-    for path in files:
-        try:
-            schema = pq.read_schema(fs.open_input_file(path))
-        except Exception as e:  # noqa: BLE001 - a corrupt file, whatever pyarrow raised
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from e
-        for col in dict.fromkeys(needed):
-            idx = schema.get_field_index(col)
-            if idx < 0:
-                raise DataError(f"{path}: column {col!r} is missing (the feature schema needs it)")
-            typ = schema.field(idx).type
-            first = seen.setdefault(col, (path, typ))
-            if first[1] != typ:
-                raise DataError(f"{path}: column {col!r} has type {typ}, but {first[0]} has "
-                                f"{first[1]}; expected one type in every file (schema drift)")
-    frame = pl.from_arrow(pq.read_schema(fs.open_input_file(files[0])).empty_table())
-    assert isinstance(frame, pl.DataFrame)
-    return dict(frame.schema)
 
 
 def split_expr(spec: PrepareSpec, dtypes: dict[str, pl.DataType]) -> pl.Expr:
@@ -247,6 +220,17 @@ def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
                             f"expected {expected} (first at row {first[1]} of the export)")
 
 
+def check_train_rows(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
+    """Vocabularies and statistics are fit on train: an empty train split is an error."""
+    if frame.select((pl.col(_SPLIT) == 0).sum()).collect().item():
+        return
+    s = spec.split
+    rule = (f"every {s.column} is on or after valid_from {s.valid_from!r}" if s.kind == "time"
+            else f"valid_fraction + test_fraction = {s.valid_fraction + s.test_fraction}")
+    raise DataError(f"{spec.source}: the train split is empty ({rule}); vocabularies and "
+                    "statistics are fit on train rows")
+
+
 def prepare(spec: PrepareSpec) -> dict[str, Any]:
     if spec.feast:
         from pipelines.feature_store.feast_source import export_from_feast
@@ -254,10 +238,18 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
         joined = export_from_feast(spec.feast, Path(spec.output) / "feast-export")
         spec = dataclasses.replace(spec, source=str(joined), feast=None)
     files, readable, fs = source_files(spec.source)
-    dtypes = check_schemas(files, spec, fs)
-    frame = (pl.scan_parquet(readable, include_file_paths=_FILE).with_row_index(_ROW)
+    schema = read_schemas(files, needed_columns(spec), fs)
+    if not schema.rows:
+        raise DataError(f"{spec.source}: the export's {len(files)} Parquet file(s) hold no rows")
+    check_types(spec, schema)
+    for col, cast in schema.casts.items():
+        print(f"column {col!r}: read as {cast['type']}; {cast['files']} of {len(files)} file(s) "
+              f"({cast['rows']:,} rows) cast from {', '.join(cast['from'])}")
+    dtypes = schema.polars
+    frame = (scan(readable, schema, _FILE).with_row_index(_ROW)
              .with_columns(split_expr(spec, dtypes).alias(_SPLIT)))
     check_values(frame, spec)
+    check_train_rows(frame, spec)
     tables = fit_tables(frame, spec)
     dense = fit_dense(frame, spec)
 
@@ -287,7 +279,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
         if counts[split].get("__rows"):
             part.sink_parquet(pl.PartitionBy(target, max_rows_per_file=spec.rows_per_file),
                               row_group_size=spec.row_group_size, mkdir=True)
-    stats = _write_stats(spec, out, files, counts, tables, dense)
+    stats = _write_stats(spec, out, files, counts, tables, dense, schema)
     _write_transforms(spec, out, tables, dense)
     _write_config(spec, out, tables, dense)
     for split in SPLITS:
@@ -322,7 +314,8 @@ def split_counts(frame: pl.LazyFrame, spec: PrepareSpec,
 
 
 def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[str, Any],
-                 tables: dict[str, dict[str, Any]], dense: dict[str, Any]) -> dict[str, Any]:
+                 tables: dict[str, dict[str, Any]], dense: dict[str, Any],
+                 schema: ExportSchema) -> dict[str, Any]:
     (out / "vocab").mkdir(parents=True, exist_ok=True)
     for name, t in tables.items():
         if t["transform"] == "vocab":
@@ -349,7 +342,7 @@ def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[st
              "rows_in": sum(s["rows"] for s in splits.values()),
              "tables": {n: {k: v for k, v in t.items() if k not in ("keys", "ids", "counts")}
                         for n, t in tables.items()},
-             "dense": dense}
+             "dense": dense, "type_casts": schema.casts}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 

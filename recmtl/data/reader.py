@@ -78,6 +78,7 @@ def discover(uri: str, schema: FeatureSchema) -> tuple[pafs.FileSystem, list[Row
     """Lists the Parquet files under ``uri`` (sorted) and their row groups; checks each schema."""
     fs, paths = list_parquet_files(uri)
     row_groups = []
+    seen: dict[str, tuple[str, pa.DataType]] = {}  # column -> its first file and type
     for path in paths:
         try:
             with fs.open_input_file(path) as f:
@@ -85,7 +86,7 @@ def discover(uri: str, schema: FeatureSchema) -> tuple[pafs.FileSystem, list[Row
                 file_schema = meta.schema.to_arrow_schema()
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"{path}: not a readable Parquet file ({e})") from e
-        check_file_schema(path, file_schema, schema)
+        check_file_schema(path, file_schema, schema, seen)
         for i in range(meta.num_row_groups):
             n = meta.row_group(i).num_rows
             if n:

@@ -12,17 +12,26 @@ from recmtl.data.schema import FeatureSchema
 from recmtl.errors import DataError
 
 
-def check_file_schema(path: str, file_schema: pa.Schema, schema: FeatureSchema) -> None:
-    """Every configured column exists with a type the reader can convert without loss."""
+def check_file_schema(path: str, file_schema: pa.Schema, schema: FeatureSchema,
+                      seen: dict[str, tuple[str, pa.DataType]] | None = None) -> None:
+    """Every configured column exists with a type the reader can convert to its own dtype
+    (int64 ids, float32 dense values and labels). Files may differ in width (int32 and int64
+    ids, float and double values, list and large_list, nullable or not): each is converted as
+    it is read. ``seen`` (column -> the first file and its type, filled here) lets the error
+    for a file that drifted name the file it drifted from."""
 
     def need(col: str, ok: bool, expected: str) -> None:
         idx = file_schema.get_field_index(col)
         if idx < 0:
             raise DataError(f"{path}: column {col!r} is missing; expected {expected}")
         if not ok:
-            raise DataError(
-                f"{path}: column {col!r} has type {file_schema.field(idx).type}; expected {expected}"
-            )
+            drift = ""
+            if seen and col in seen:
+                drift = f" (schema drift: {seen[col][0]} has {seen[col][1]})"
+            raise DataError(f"{path}: column {col!r} has type {file_schema.field(idx).type}; "
+                            f"expected {expected}{drift}")
+        if seen is not None:
+            seen.setdefault(col, (path, file_schema.field(idx).type))
 
     def typ(col: str) -> pa.DataType | None:
         idx = file_schema.get_field_index(col)
