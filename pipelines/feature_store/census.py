@@ -5,9 +5,13 @@ The classic two-task benchmark of the MMoE and PLE papers: ``income`` (income_50
 inputs). Rows are split 60/20/20 by a stable hash of their index. Every categorical column
 becomes an id column with a vocabulary fit on the train split alone (id 0 = a value never seen
 in train); numeric columns become ``log1p`` then standardised floats (statistics from train).
-Writes ``OUT/{train,valid,test}/part-00000.parquet``, ``OUT/stats.json`` (vocabularies,
-cardinalities, null-free counts, numeric statistics) and ``OUT/census.yaml``: a ready config
-whose embedding tables are sized from the vocabularies.
+Writes ``OUT/{train,valid,test}/part-00000.parquet``, ``OUT/stats.json`` (the shape `recmtl
+prepare` writes: rows, ``policy_counts`` (``unseen_to_oov/<feature>``: values unseen in train)
+and null rates per split, ``tables``, ``dense``; plus cardinalities, vocabularies and the
+numeric statistics) and ``OUT/census.yaml``: a ready config whose embedding tables are sized
+from the vocabularies. A file that is not the Census layout (a row with another number of
+fields, a numeric column with text, a negative or missing number, an income label other than
+"- 50000." or "50000+.") stops the job with the file, column and first row.
 
     recmtl prepare-census [--src ../shared/data/census-income-kdd/census-income.test.gz]
     recmtl train data/census/census.yaml
@@ -22,6 +26,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import yaml
+
+from recmtl.errors import DataError
 
 COLUMNS = (
     "age class_worker det_ind_code det_occ_code education wage_per_hour hs_college marital_stat "
@@ -38,6 +44,7 @@ NOT_FEATURES = ("marital_stat", "income_50k", "instance_weight")
 CATEGORICAL = tuple(c for c in COLUMNS if c not in NUMERIC + NOT_FEATURES)
 DEFAULT_SRC = "../shared/data/census-income-kdd/census-income.test.gz"
 SPLITS = {"train": (0, 60), "valid": (60, 80), "test": (80, 100)}
+INCOME_VALUES = ("- 50000.", "50000+.")
 
 
 def split_bucket(index: np.ndarray) -> np.ndarray:
@@ -50,29 +57,59 @@ def split_bucket(index: np.ndarray) -> np.ndarray:
 
 
 def load_raw(src: str | Path) -> pl.LazyFrame:
-    raw = pl.read_csv(src, has_header=False, new_columns=COLUMNS, infer_schema=False)
+    """The CSV as stripped text columns, with ``row_id`` and the split ``bucket``."""
+    try:
+        raw = pl.read_csv(src, has_header=False, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(f"{src}: not a readable Census-Income CSV ({_first_line(e)}); expected "
+                        f"{len(COLUMNS)} comma-separated fields per row, no header") from e
     if raw.width != len(COLUMNS):
-        raise ValueError(f"{src}: expected {len(COLUMNS)} columns, found {raw.width}")
+        raise DataError(f"{src}: {raw.width} fields per row; expected the {len(COLUMNS)} "
+                        "Census-Income (KDD) columns (see the README beside the data)")
+    if raw.height == 0:
+        raise DataError(f"{src}: no rows")
     bucket = split_bucket(np.arange(raw.height))
-    return (raw.lazy()
+    return (raw.rename(dict(zip(raw.columns, COLUMNS, strict=True))).lazy()
             .with_columns(pl.all().str.strip_chars())
             .with_columns(pl.Series("row_id", np.arange(raw.height, dtype=np.int64)),
                           pl.Series("bucket", bucket)))
 
 
+def check_raw(frame: pl.LazyFrame, src: str | Path) -> None:
+    """Numbers where the layout has numbers (finite, >= 0: counts and amounts), and an income
+    label that is one of its two values; one pass."""
+    checks = {c: pl.col(c).cast(pl.Float64, strict=False) for c in NUMERIC}
+    bad = {c: x.is_null() | ~x.is_finite() | (x < 0) for c, x in checks.items()}
+    bad["income_50k"] = ~pl.col("income_50k").is_in(INCOME_VALUES) | pl.col(
+        "income_50k").is_null()
+    counts = frame.select([b.sum().alias(c) for c, b in bad.items()]).collect().row(0, named=True)
+    for col, count in counts.items():
+        if count:
+            row, value = frame.filter(bad[col]).select("row_id", col).head(1).collect().row(0)
+            expected = (f"one of {INCOME_VALUES}" if col == "income_50k"
+                        else "a finite number >= 0")
+            raise DataError(f"{src}: column {col!r}: {count} row(s) hold something else than "
+                            f"{expected} (first at row {row}: {value!r})")
+
+
 def prepare(src: str | Path = DEFAULT_SRC, out: str | Path = "data/census",
             base_config: str | Path = "configs/census.yaml") -> dict[str, Any]:
     src, out = Path(src), Path(out)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: the Census-Income (KDD) file is not here "
-                                "(it lives in ../shared/data; the main job does not need it)")
-    frame = load_raw(src).with_columns(
+    if not src.is_file():
+        raise DataError(f"{src}: the Census-Income (KDD) file is not here (it lives in "
+                        "../shared/data/census-income-kdd/; pass --src)")
+    raw = load_raw(src)
+    check_raw(raw, src)
+    frame = raw.with_columns(
         (pl.col("income_50k") == "50000+.").cast(pl.Int8).alias("income"),
         (pl.col("marital_stat") == "Never married").cast(pl.Int8).alias("marital"),
         *[pl.col(c).cast(pl.Float64).log1p().alias(c) for c in NUMERIC],
     )
     lo, hi = SPLITS["train"]
     train = frame.filter(pl.col("bucket").is_between(lo, hi - 1, closed="both")).collect()
+    if train.height == 0:
+        raise DataError(f"{src}: no row falls in the train split (60% of the rows by a stable "
+                        "hash); the file is too small")
     vocab = {c: train[c].value_counts(sort=True)[c].to_list() for c in CATEGORICAL}
     moments = {c: _moments(train[c].to_numpy()) for c in NUMERIC}
     encoded = frame.with_columns(
@@ -81,17 +118,25 @@ def prepare(src: str | Path = DEFAULT_SRC, out: str | Path = "data/census",
                                    return_dtype=pl.Int64).alias(c) for c, v in vocab.items()],
         *[((pl.col(c) - m) / s).cast(pl.Float32).alias(c) for c, (m, s) in moments.items()],
     ).select("row_id", "bucket", *CATEGORICAL, *NUMERIC, "income", "marital")
-    counts = {}
+    counts: dict[str, dict[str, Any]] = {}
     for split, (lo, hi) in SPLITS.items():
         part = encoded.filter(pl.col("bucket").is_between(lo, hi - 1, closed="both")).drop(
             "bucket").collect()
         (out / split).mkdir(parents=True, exist_ok=True)
         part.write_parquet(out / split / "part-00000.parquet", row_group_size=16384)
+        unseen = {f"unseen_to_oov/{c}": int((part[c] == 0).sum()) for c in CATEGORICAL}
         counts[split] = {"rows": part.height,
-                         "income_rate": float(part["income"].to_numpy().mean()),
-                         "marital_rate": float(part["marital"].to_numpy().mean()),
-                         "unseen_ids": int(sum((part[c] == 0).sum() for c in CATEGORICAL))}
-    stats = {"source": str(src), "splits": counts,
+                         "policy_counts": {k: v for k, v in unseen.items() if v},
+                         "null_rates": {},  # checked above: the layout has no nulls
+                         "income_rate": _rate(part["income"]),
+                         "marital_rate": _rate(part["marital"]),
+                         "unseen_ids": sum(unseen.values())}
+    stats = {"name": "census", "source": str(src), "files": [str(src)], "splits": counts,
+             "rows_in": sum(int(c["rows"]) for c in counts.values()),
+             "tables": {c: {"transform": "vocab", "size": len(v) + 1, "min_count": 1}
+                        for c, v in vocab.items()},
+             "dense": {c: {"mean": m, "std": s} for c, (m, s) in moments.items()},
+             "type_casts": {},
              "cardinalities": {c: len(v) + 1 for c, v in vocab.items()},
              "vocabularies": vocab, "numeric": {c: {"log1p_mean": m, "log1p_std": s}
                                                 for c, (m, s) in moments.items()}}
@@ -112,6 +157,14 @@ def prepare(src: str | Path = DEFAULT_SRC, out: str | Path = "data/census",
               f"marital {c['marital_rate']:.3f}, ids unseen in train {c['unseen_ids']}")
     print(f"wrote {out}/{{train,valid,test}}, stats.json and census.yaml")
     return stats
+
+
+def _rate(labels: pl.Series) -> float:
+    return float(labels.to_numpy().mean()) if len(labels) else 0.0
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:

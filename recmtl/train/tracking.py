@@ -112,17 +112,25 @@ def start_run(cfg: Config, run_name: str) -> str:
 
 
 def log_data_stats(root: str) -> None:
-    """When the data came from `recmtl prepare`, its ``stats.json`` goes to the run, and what
-    each bad-input policy did (nulls mapped to the OOV id, nulls filled with the mean, ids
-    unseen in train) becomes ``data/<split>/<policy>/<feature>`` metrics."""
+    """When the data came from `recmtl prepare` or `recmtl prepare-census`, its ``stats.json``
+    goes to the run; rows per split, what each bad-input policy did (nulls mapped to the OOV
+    id, nulls filled with the mean, ids unseen in train) and the rows read as a wider type
+    become ``data/<split>/rows``, ``data/<split>/<policy>/<feature>`` and
+    ``data/type_casts/<column>`` metrics. A section the file lacks logs nothing."""
     if "://" in root or not (Path(root) / "stats.json").exists():
         return
     stats = json.loads((Path(root) / "stats.json").read_text())
     mlflow.log_artifact(str(Path(root) / "stats.json"), artifact_path="data")
-    metrics = {f"data/{split}/rows": float(s["rows"]) for split, s in stats["splits"].items()}
-    for split, s in stats["splits"].items():
-        metrics |= {f"data/{split}/{k}": float(v) for k, v in s["policy_counts"].items()}
-    mlflow.log_metrics(metrics)
+    metrics: dict[str, float] = {}
+    for split, s in (stats.get("splits") or {}).items():
+        if "rows" in s:
+            metrics[f"data/{split}/rows"] = float(s["rows"])
+        metrics |= {f"data/{split}/{k}": float(v)
+                    for k, v in (s.get("policy_counts") or {}).items()}
+    for column, cast in (stats.get("type_casts") or {}).items():
+        metrics[f"data/type_casts/{column}"] = float(cast["rows"])
+    if metrics:
+        mlflow.log_metrics(metrics)
 
 
 class MetricBuffer:
