@@ -143,7 +143,7 @@ def _config_command(args: argparse.Namespace, cfg: Config) -> None:
     elif args.command == "train":
         from pipelines.jobs.train import train
 
-        train(cfg)
+        train(cfg, quiet=not args.verbose)
     elif args.command == "evaluate" and args.bundle:
         from pipelines.jobs.evaluate import evaluate, with_slices
 

@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from recmtl.config import Config, config_from_dict
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_sharded, save_sharded
-from recmtl.train.loop import run_epoch
+from recmtl.train.loop import StepPlan, run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.worker import train_readers, worker_device
 
@@ -49,15 +49,11 @@ def _rank(rank: int, world: int, port: int, raw: dict[str, Any], steps: int, out
                                         device, tables=cfg.features.tables)
         reader, _ = train_readers(cfg, rank, world)
         batches = reader.epoch(0)
-        pipelined = cfg.train.pipeline == "sparse_dist"
-        stats = run_epoch(dmp, optimizer, batches, cfg.tasks, device, steps, log_every=steps,
-                          time_phases=not pipelined, loss=cfg.loss, bf16=cfg.train.bf16,
-                          pipelined=pipelined)
+        plan = StepPlan.from_config(cfg, device)
+        stats = run_epoch(dmp, optimizer, batches, plan, steps, time_phases=not plan.pipelined)
         profiled = min(10, max(steps // 4, 3))
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            timed = run_epoch(dmp, optimizer, batches, cfg.tasks, device, profiled,
-                              log_every=profiled, warmup_steps=0, loss=cfg.loss,
-                              bf16=cfg.train.bf16, pipelined=pipelined)
+            timed = run_epoch(dmp, optimizer, batches, plan, profiled, warmup_steps=0)
         with tempfile.TemporaryDirectory() as tmp:
             path = [f"{tmp}/ckpt" if rank == 0 else ""]
             dist.broadcast_object_list(path)  # one directory for all ranks (one machine)

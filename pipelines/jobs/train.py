@@ -13,22 +13,27 @@ import pyarrow.dataset as ds
 from pipelines.jobs.evaluate import evaluate
 from pipelines.jobs.export import export
 from recmtl.config import Config
+from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.launch import absolute_data_root, fit
 from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
 
 
-def train(cfg: Config) -> dict[str, Any]:
+def train(cfg: Config, quiet: bool = True) -> dict[str, Any]:
+    """Trains, evaluates and exports ``cfg`` in one MLflow run; returns the summary (also
+    written to ``<run dir>/summary.json``). The data and the tracking store are checked before
+    Ray starts; ``quiet`` keeps third-party warnings and Ray's INFO lines out of the output."""
     cfg = absolute_data_root(cfg)
+    check_feature_store(cfg)
     tracking_uri = resolve_tracking_uri(cfg)
-    check_reachable(tracking_uri)  # before any compute
+    check_reachable(tracking_uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     run_id = start_run(cfg, run_name=run_dir.name)
     t0 = time.perf_counter()
     try:
-        checkpoint, _ = fit(cfg, run_dir, tracking_uri, run_id)
+        checkpoint, _ = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet)
         train_s = time.perf_counter() - t0
         (run_dir / "checkpoint").write_text(str(checkpoint))
         report = evaluate(cfg, checkpoint, run_dir)
@@ -53,7 +58,12 @@ def train(cfg: Config) -> dict[str, Any]:
                "export": str(run_dir / "export"), "model_uri": model_uri,
                "train_seconds": round(train_s, 1),
                "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}
-    print(json.dumps(summary, indent=2))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    worst = max(v for diffs in exported["parity"]["max_abs_diff"].values() for v in diffs.values())
+    print(f"\nrun      {run_id} in {tracking_uri}\n"
+          f"report   {summary['report_html']}\n"
+          f"bundle   {summary['export']} (parity: max abs diff {worst:.1e}), model {model_uri}\n"
+          f"trained  {train_s:.0f} s; the rest in {run_dir / 'summary.json'}")
     return summary
 
 

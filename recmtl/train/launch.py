@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from recmtl.config import Config
-from recmtl.train.worker import train_worker
+from recmtl.errors import DataError
+from recmtl.logs import quiet_ray_runtime_env
+from recmtl.train.entry import train_worker
+from recmtl.train.job import Tracking, WorkerJob
 
 
 def absolute_data_root(cfg: Config) -> Config:
@@ -17,19 +21,28 @@ def absolute_data_root(cfg: Config) -> Config:
     return cfg.derive({"data.root": os.path.abspath(cfg.data.root)})
 
 
-def ensure_ray(num_workers: int, address: str | None = None) -> None:
+def ensure_ray(num_workers: int, address: str | None = None, quiet: bool = True) -> None:
     """Joins ``address`` (the config's ``train.ray_address``) or ``$RAY_ADDRESS`` when set,
-    else starts a local Ray with enough CPU slots."""
+    else starts a local Ray with enough CPU slots. ``quiet``: the processes Ray starts keep
+    third-party logs and warnings to themselves (``recmtl.logs``)."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = quiet_ray_runtime_env() if quiet else None
+    if quiet:  # after `import ray`, which sets its logger's level from RAY_LOGGER_LEVEL
+        logging.getLogger("ray").setLevel(logging.ERROR)
     if address:
-        ray.init(address=address)
+        if runtime_env:  # Ray Train's placement-group cleaner finds its cluster by this alone
+            runtime_env["env_vars"]["RAY_ADDRESS"] = address
+        ray.init(address=address, runtime_env=runtime_env)
     else:
+        # Spot-node preemption watching has nothing to watch on one local node (and logs a
+        # core-worker error line as it starts); a cluster keeps Ray's default.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(num_cpus=max(os.cpu_count() or 1, num_workers + 1), include_dashboard=False,
-                 configure_logging=False)
+                 configure_logging=False, runtime_env=runtime_env)
 
 
 def scaling_config(cfg: Config) -> Any:
@@ -44,26 +57,56 @@ def scaling_config(cfg: Config) -> Any:
                          resources_per_worker=resources)
 
 
-def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
-        ) -> tuple[Path, dict[str, Any]]:
+def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None,
+        quiet: bool = True) -> tuple[Path, dict[str, Any]]:
     """Trains on Ray Train; returns the last (sharded) checkpoint's directory and the metrics
-    rank 0 reported with it. Without ``run_id`` nothing goes to MLflow."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    rank 0 reported with it. Without ``run_id`` nothing goes to MLflow.
 
-    ensure_ray(cfg.train.num_workers, cfg.train.ray_address)
+    A ``DataError`` raised in any worker ends the run at once (no restart, whatever
+    ``train.max_failures`` says: the same rows would fail again) and is raised here as it was.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, TrainingFailedError
+    from ray.train.torch import TorchConfig
+    from ray.train.v2.api.config import LoggingConfig
+
+    from recmtl.train.ray_policy import TorchTrainerDataErrorsFinal
+
+    ensure_ray(cfg.train.num_workers, cfg.train.ray_address, quiet=quiet)
     use_gpu = cfg.train.device == "cuda"
-    trainer = TorchTrainer(
+    tracking = Tracking(tracking_uri, run_id) if tracking_uri and run_id else None
+    job = WorkerJob(cfg, run_dir=str(run_dir), tracking=tracking, quiet=quiet)
+    trainer = TorchTrainerDataErrorsFinal(
         train_worker,
-        train_loop_config={"config": cfg.to_dict(), "tracking_uri": tracking_uri,
-                           "run_id": run_id, "run_dir": str(run_dir)},
+        train_loop_config={"job": job.to_dict()},
         scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             # quiet: a worker's error reaches the driver, which reports it once
+                             logging_config=LoggingConfig("CRITICAL" if quiet else "INFO")),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as e:
+        data_error = worker_data_error(e)
+        if data_error is not None:
+            raise data_error from None
+        raise
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     return Path(result.checkpoint.path), dict(result.metrics or {})
+
+
+def worker_data_error(error: BaseException) -> DataError | None:
+    """The ``DataError`` a worker raised, if that is what failed the worker group. Ray wraps a
+    worker's exception (``UserExceptionWithTraceback._base_exc``, ``RayTaskError.cause``)."""
+    for failure in getattr(error, "worker_failures", {}).values():
+        pending: list[BaseException | None] = [failure]
+        while pending:
+            e = pending.pop()
+            if isinstance(e, DataError):
+                return DataError(str(e))
+            if e is not None:
+                pending += [getattr(e, "_base_exc", None), getattr(e, "cause", None), e.__cause__]
+    return None

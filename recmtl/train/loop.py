@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from recmtl.config import LossConfig, TaskConfig
+from recmtl.config import Config, LossConfig, TaskConfig
 from recmtl.data.batch import Batch
 from recmtl.losses import task_losses, weighted_terms
 from recmtl.train.pcgrad import PCGrad
@@ -35,24 +35,51 @@ class EpochStats:
     phase_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
-def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
-              tasks: tuple[TaskConfig, ...], device: torch.device, max_steps: int,
-              log_every: int, on_log: Callable[[int, list[float], int], None] | None = None,
-              warmup_steps: int = 5, time_phases: bool = False,
-              after_step: Callable[[int], None] | None = None,
-              loss: LossConfig | None = None, bf16: bool = False,
-              rec_metrics: Any = None, pipelined: bool = False) -> EpochStats:
-    """Trains up to ``max_steps`` steps. ``on_log(step, mean task losses, rows)`` is called
-    every ``log_every`` steps and at the end, the only places the step syncs with the host;
-    ``after_step(steps done)`` after every step (checkpoints, fault drills).
+@dataclass(frozen=True)
+class StepPlan:
+    """How every training step of a job computes.
 
     ``loss`` picks the weighting: uncertainty reads the ranker's ``loss_log_vars``; pcgrad
     projects the per-task gradients of the backbone (the shared dense parameters). ``bf16``
-    autocasts the forward; the losses are computed in float32. ``rec_metrics`` (a torchrec
-    ``RecMetricModule``) is updated with every step's predictions. ``pipelined`` runs the
-    steps through torchrec's ``TrainPipelineSparseDist`` (no per-phase timing there).
+    autocasts the forward; the losses are computed in float32. ``pipelined`` runs the steps
+    through torchrec's ``TrainPipelineSparseDist`` (no per-phase timing there).
     """
-    loss = loss or LossConfig()
+
+    tasks: tuple[TaskConfig, ...]
+    device: torch.device
+    loss: LossConfig = field(default_factory=LossConfig)
+    bf16: bool = False
+    pipelined: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Config, device: torch.device) -> StepPlan:
+        return cls(cfg.tasks, device, cfg.loss, bf16=cfg.train.bf16,
+                   pipelined=cfg.train.pipeline == "sparse_dist")
+
+
+@dataclass(frozen=True)
+class EpochHooks:
+    """What the caller sees of an epoch. ``on_log(step, mean task losses, rows)`` runs every
+    ``log_every`` steps and at the end, the only places the step syncs with the host;
+    ``after_step(steps done)`` after every step (checkpoints, fault drills); ``rec_metrics``
+    (a torchrec ``RecMetricModule``) is updated with every step's predictions."""
+
+    log_every: int = 0  # 0: only at the end
+    on_log: Callable[[int, list[float], int], None] | None = None
+    after_step: Callable[[int], None] | None = None
+    rec_metrics: Any = None
+
+
+def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
+              plan: StepPlan, max_steps: int, hooks: EpochHooks | None = None,
+              warmup_steps: int = 5, time_phases: bool = False) -> EpochStats:
+    """Trains up to ``max_steps`` steps of ``plan`` on ``batches``; the first ``warmup_steps``
+    are left out of the steady-state rate. ``time_phases`` splits each step's time (module
+    docstring)."""
+    hooks = hooks or EpochHooks()
+    tasks, device, loss, bf16 = plan.tasks, plan.device, plan.loss, plan.bf16
+    rec_metrics, on_log, after_step = hooks.rec_metrics, hooks.on_log, hooks.after_step
+    log_every = hooks.log_every or max_steps
     ranker: Any = getattr(model, "module", model)  # DMP exposes the unwrapped ranker as .module
     log_vars = getattr(ranker, "loss_log_vars", None)
     pcgrad = None
@@ -133,10 +160,10 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
         finally:
             pipe.detach()  # plain forwards again (validation, export)
 
-    if pipelined and pcgrad is not None:
+    if plan.pipelined and pcgrad is not None:
         raise ValueError("loss.weighting=pcgrad needs the plain step (train.pipeline: none)")
     model.train()
-    steps = pipelined_steps() if pipelined else plain_steps()
+    steps = pipelined_steps() if plan.pipelined else plain_steps()
     for step, (per_task, size) in enumerate(steps):
         stats.steps += 1
         stats.rows += size

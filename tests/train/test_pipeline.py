@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded, save_sharded
-from recmtl.train.loop import run_epoch
+from recmtl.train.loop import EpochHooks, StepPlan, run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.worker import train_readers
 
@@ -24,9 +24,9 @@ def _worker(rank, world, port, cfg, out):
                                   torch.device("cpu"), tables=cfg.features.tables)
         reader, _ = train_readers(cfg, rank, world)
         logged: list[list[float]] = []
-        stats = run_epoch(dmp, opt, reader.epoch(0), cfg.tasks, torch.device("cpu"), STEPS,
-                          log_every=STEPS, on_log=lambda s, losses, r, out=logged: out.append(losses),
-                          pipelined=mode == "pipelined")
+        plan = StepPlan(cfg.tasks, torch.device("cpu"), pipelined=mode == "pipelined")
+        hooks = EpochHooks(on_log=lambda s, losses, r, out=logged: out.append(losses))
+        stats = run_epoch(dmp, opt, reader.epoch(0), plan, STEPS, hooks)
         assert stats.steps == STEPS
         torch.save(logged, f"{out}/losses-{mode}-{rank}.pt")
         save_sharded(f"{out}/{mode}", dmp, opt)

@@ -10,8 +10,9 @@ import torch.distributed as dist
 
 from recmtl.data.reader import split_evenly
 from recmtl.train.checkpoint import load_progress, load_unsharded
+from recmtl.train.job import WorkerJob
 from recmtl.train.launch import fit
-from recmtl.train.worker import train_readers, train_worker
+from recmtl.train.worker import run_worker, train_readers
 
 
 def _cfg(cfg, **train):
@@ -24,7 +25,7 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_p
                             world_size=1)
     try:
         root = tmp_path / "ckpt"
-        train_worker({"config": cfg.to_dict(), "checkpoint_root": str(root)})
+        run_worker(WorkerJob(cfg, checkpoint_root=str(root)))
         names = sorted(p.name for p in root.iterdir())
         assert names == ["epoch-0000", "epoch-0000-step-00000005", "epoch-0000-step-00000010"]
         assert load_progress(root / "epoch-0000-step-00000005") == {
@@ -32,7 +33,7 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_p
         shutil.move(root / "epoch-0000", tmp_path / "uninterrupted")
         shutil.rmtree(root / "epoch-0000-step-00000010")
         # Same root: the worker finds step 5, restores shards and optimizers, trains 6..12.
-        train_worker({"config": cfg.to_dict(), "checkpoint_root": str(root)})
+        run_worker(WorkerJob(cfg, checkpoint_root=str(root)))
     finally:
         dist.destroy_process_group()
     assert load_progress(root / "epoch-0000") == {"epoch": 1, "batch": 0, "global_step": 12}

@@ -11,7 +11,8 @@ import torch.distributed as dist
 from recmtl.config import ARCHITECTURES
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded
-from recmtl.train.worker import train_worker
+from recmtl.train.job import Tracking, WorkerJob
+from recmtl.train.worker import run_worker
 from tests.objectives import OBJECTIVES
 
 
@@ -27,8 +28,8 @@ def _train_logged(cfg, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("w")).info.run_id
-    train_worker({"config": cfg.to_dict(), "tracking_uri": uri, "run_id": run_id,
-                  "checkpoint_root": str(tmp_path / "ckpt")})
+    run_worker(WorkerJob(cfg, tracking=Tracking(uri, run_id),
+                         checkpoint_root=str(tmp_path / "ckpt")))
     return client, run_id
 
 
@@ -57,7 +58,7 @@ def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_ran
 
 
 def test_run_epoch_counts_rows_and_times_every_phase(smoke_cfg, one_rank_group):
-    from recmtl.train.loop import PHASES, run_epoch
+    from recmtl.train.loop import PHASES, EpochHooks, StepPlan, run_epoch
     from recmtl.train.sharding import shard_model
     from recmtl.train.worker import train_readers
 
@@ -65,9 +66,9 @@ def test_run_epoch_counts_rows_and_times_every_phase(smoke_cfg, one_rank_group):
                               torch.device("cpu"))
     reader, _ = train_readers(smoke_cfg, 0, 1)
     logged = []
-    stats = run_epoch(dmp, opt, reader.epoch(0), smoke_cfg.tasks, torch.device("cpu"), 7,
-                      log_every=3, on_log=lambda step, losses, rows: logged.append((step, rows)),
-                      warmup_steps=2, time_phases=True)
+    hooks = EpochHooks(log_every=3, on_log=lambda step, losses, rows: logged.append((step, rows)))
+    stats = run_epoch(dmp, opt, reader.epoch(0), StepPlan(smoke_cfg.tasks, torch.device("cpu")), 7,
+                      hooks, warmup_steps=2, time_phases=True)
     sizes = [b.size for b in islice(reader.epoch(0), 7)]
     assert (stats.steps, stats.rows, stats.steady_rows) == (7, sum(sizes), sum(sizes[2:]))
     assert logged == [(3, sum(sizes[:3])), (6, sum(sizes[3:6])), (7, sizes[6])]
@@ -82,7 +83,7 @@ def test_worker_loop_trains_each_objective(name, smoke_cfg, tmp_path, one_rank_g
     cfg = load_config("configs/smoke.yaml", [f"data.root={smoke_cfg.data.root}",
                                              "train.max_steps_per_epoch=8", "train.log_every=4",
                                              *OBJECTIVES[name]])
-    train_worker({"config": cfg.to_dict(), "checkpoint_root": str(tmp_path / "ckpt")})
+    run_worker(WorkerJob(cfg, checkpoint_root=str(tmp_path / "ckpt")))
     restored = load_unsharded(cfg, tmp_path / "ckpt" / "epoch-0000")
     fresh = dict(build_model(cfg).named_parameters())
     changed = {n for n, p in restored.named_parameters() if not torch.equal(p, fresh[n])}
