@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipelines.feature_store.spec import PrepareSpec
 from recmtl.config import ConfigError
-from recmtl.data.reader import list_parquet_files
+from recmtl.data.files import list_parquet_files
 from recmtl.errors import DataError
 
 _UNITS = ("s", "ms", "us", "ns")

@@ -8,7 +8,7 @@ import hashlib
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from recmtl.data.reader import open_filesystem
+from recmtl.data.files import open_filesystem
 
 
 def data_fingerprint(root: str, splits: tuple[str, ...] = ("train", "valid", "test")) -> str:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from recmtl.data.assemble import Piece, assemble, num_rows, split_rows
 from recmtl.data.batch import Batch
 from recmtl.data.columns import Columns
+from recmtl.data.files import list_parquet_files
 from recmtl.data.schema import FeatureSchema
 from recmtl.data.validate import check_file_schema, check_nulls, check_values
 from recmtl.errors import DataError
@@ -48,30 +49,6 @@ class Slice:
     row_group: RowGroup
     start: int
     stop: int
-
-
-def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A local path or any URI pyarrow understands (``file://``, ``s3://``, ``gs://``...)."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def list_parquet_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
-    """The filesystem of ``uri`` and the Parquet files at or under it, sorted."""
-    fs, base = open_filesystem(uri)
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.NotFound:
-        raise DataError(f"{uri}: no such file or directory")
-    if info.type == pafs.FileType.File:
-        paths = [base]
-    else:
-        selector = pafs.FileSelector(base, recursive=True)
-        paths = sorted(i.path for i in fs.get_file_info(selector)
-                       if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
-    if not paths:
-        raise DataError(f"{uri}: no .parquet files found")
-    return fs, paths
 
 
 def discover(uri: str, schema: FeatureSchema) -> tuple[pafs.FileSystem, list[RowGroup]]:

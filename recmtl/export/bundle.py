@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from recmtl.config import Config, TaskConfig
-from recmtl.data.reader import open_filesystem
+from recmtl.data.files import open_filesystem
 from recmtl.export.checksum import sha256
 from recmtl.losses import task_probabilities
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker

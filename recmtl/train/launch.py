@@ -80,7 +80,7 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         train_loop_config={"job": job.to_dict()},
         scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),
+        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),  # type: ignore[call-arg]
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                              # quiet: a worker's error reaches the driver, which reports it once
