@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from recmtl.config import TaskConfig
+from recmtl.metrics.formatting import format_interval
 from recmtl.metrics.report import build_report
 from recmtl.metrics.slices import SliceColumn
 
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"  {part:<12} {seconds:7.2f}s")
     print(f"build_report total {total:.2f}s for {args.rows:,} rows x {len(TASKS)} tasks "
           f"(bootstrap {args.bootstrap}); peak RSS {peak_rss_mb():,.0f} MB")
-    print("AUC " + ", ".join(f"{k} {m['auc']:.4f} {m['auc_ci95']}" for k, m in report["tasks"].items()))
+    print("AUC [95% interval] " + ", ".join(f"{k} {format_interval(m['auc'], m['auc_ci95'])}"
+                                          for k, m in report["tasks"].items()))
     results = {"rows": args.rows, "bootstrap": args.bootstrap, "total_s": round(total, 2),
                "peak_rss_mb": round(peak_rss_mb()), **{f"{k}_s": round(v, 2) for k, v in timings.items()}}
     if args.json:

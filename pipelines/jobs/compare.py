@@ -1,4 +1,5 @@
 """`recmtl compare RUN_A RUN_B`: per task, AUC of A and B, the delta B - A and its 95% interval.
+Prints a table; with ``--out``, writes compare.json and compare.html (one page, no scripts).
 
 A run is a ``report.json`` file, a directory holding one, or an MLflow run id whose
 ``report.json`` artifact is fetched from ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI``).
@@ -20,6 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recmtl.metrics.compare import compare_reports
+from recmtl.metrics.compare_html import render_compare_html
+from recmtl.metrics.formatting import format_interval, format_value
 
 REPORT, PREDICTIONS = "report.json", "predictions.parquet"
 
@@ -73,18 +76,26 @@ def load_run(ref: str, tracking_uri: str | None = None) -> Run:
 
 
 def format_comparison(result: dict[str, Any]) -> str:
-    def f(v: float | None, signed: bool = False) -> str:
-        return "-" if v is None else (f"{v:+.4f}" if signed else f"{v:.4f}")
-
     lines = [f"A: {result['a']}", f"B: {result['b']}",
-             f"{'task':<8} {'auc A':>7} {'auc B':>7} {'B - A':>8} {'95% interval':>20}  method"]
+             f"{'task':<8} {'auc A':>7} {'auc B':>7}  {'B - A [95% interval]':<27} method"]
     for name, t in result["tasks"].items():
-        ci = t["delta_ci95"]
-        interval = "-" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
-        lines.append(f"{name:<8} {f(t['auc_a']):>7} {f(t['auc_b']):>7} {f(t['delta'], True):>8} "
-                     f"{interval:>20}  {t['method'] or '-'}")
+        delta = format_interval(t["delta"], t["delta_ci95"], signed=True)
+        lines.append(f"{name:<8} {format_value(t['auc_a']):>7} {format_value(t['auc_b']):>7}  "
+                     f"{delta:<27} {t['method'] or '-'}")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
+
+
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    """``(compare.json, compare.html)`` for ``--out``: both inside a directory (a path with no
+    suffix is one), or the page beside a named JSON file with the same stem."""
+    path = Path(out)
+    if path.is_dir() or not path.suffix:
+        return path / "compare.json", path / "compare.html"
+    if path.suffix == ".html":
+        raise ValueError(f"--out {path}: name the JSON file (compare.json) or a directory; "
+                         "the HTML page is written beside it")
+    return path, path.with_suffix(".html")
 
 
 def compare(run_a: str, run_b: str, out: str | Path | None = None,
@@ -95,10 +106,9 @@ def compare(run_a: str, run_b: str, out: str | Path | None = None,
               **compare_reports(a.report, b.report, a.predictions, b.predictions, resamples, seed)}
     print(format_comparison(result))
     if out is not None:
-        path = Path(out)
-        if path.is_dir() or not path.suffix:
-            path.mkdir(parents=True, exist_ok=True)
-            path = path / "compare.json"
-        path.write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
+        json_path, html_path = output_paths(out)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2))
+        html_path.write_text(render_compare_html(result, f"recmtl compare: {a.source} vs {b.source}"))
+        print(f"wrote {json_path} and {html_path}")
     return result

@@ -18,7 +18,8 @@ Schema (``report.json``)::
 
 ``recmtl evaluate`` from a checkpoint adds ``"diagnostics"``: the expert-health summary of the
 scoring pass (``recmtl.modules.diagnostics``): ``{"gates": {gate: {"mass": [G][E], "entropy":
-[G], "rows": int}}, "experts": {block: {"nonpositive_share": [E]}}}``.
+[G], "rows": int}}, "experts": {block: {"nonpositive_share": [E]}}}``, and optionally ``"tasks":
+[task, ...]``, the tasks with a tower in config order, which ``report.html`` names gate rows by.
 
 A regression task (``kind: regression``) gets ``{"kind": "regression", "label", "space",
 "rows", "rmse", "mae"}`` instead.
@@ -58,6 +59,7 @@ from recmtl.metrics.curves import (
     reliability_from_ranking,
     roc_from_ranking,
 )
+from recmtl.metrics.formatting import format_interval, format_value
 from recmtl.metrics.gauc import gauc_from_ranking, group_codes
 from recmtl.metrics.ranking import Ranking, rank
 from recmtl.metrics.slices import SliceColumn, slice_table
@@ -160,19 +162,20 @@ def _curves(r: Ranking) -> dict[str, Any] | None:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:.4f}"
-
-    lines = [f"{'task':<8} {'space':<8} {'rows':>9} {'pos':>8} {'auc':>7} {'oracle':>7} "
-             f"{'gap':>7} {'gauc':>7} {'logloss':>8} {'p/y':>6} {'ece':>7}"]
+    """The report as a fixed-width table, one line per task (AUC with its 95% interval),
+    then each task's slices."""
+    f = format_value
+    lines = [f"{'task':<8} {'space':<8} {'rows':>9} {'pos':>8} {'auc [95% interval]':<24} "
+             f"{'oracle':>7} {'gap':>7} {'gauc':>7} {'logloss':>8} {'p/y':>6} {'ece':>7}"]
     for name, m in report["tasks"].items():
         if m.get("kind") == "regression":
             lines.append(f"{name:<8} {m['space'] or 'all':<8} {m['rows']:>9,} regression: "
                          f"rmse {f(m['rmse'])}, mae {f(m['mae'])}")
             continue
         gap = None if m["auc"] is None or m["oracle_auc"] is None else m["oracle_auc"] - m["auc"]
+        auc = format_interval(m["auc"], m.get("auc_ci95"))
         lines.append(f"{name:<8} {m['space'] or 'all':<8} {m['rows']:>9,} {m['positives']:>8,} "
-                     f"{f(m['auc']):>7} {f(m['oracle_auc']):>7} {f(gap):>7} {f(m['gauc']):>7} "
+                     f"{auc:<24} {f(m['oracle_auc']):>7} {f(gap):>7} {f(m['gauc']):>7} "
                      f"{f(m['logloss']):>8} {f(m['calibration'])[:6]:>6} {f(m['ece']):>7}")
     for name, m in report["tasks"].items():
         for column, table in m.get("slices", {}).items():
