@@ -97,11 +97,11 @@ TABLE: list[Entry] = [
                 ("[--checkpoint DIR | --bundle DIR]", "--bundle {bundle}"),
                 ("[--slice COLUMN ...]", "--slice user_segment"), ("[--out DIR]", "--out {out}")),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out compare.json]"), "run",
+    Entry(_exact("recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out DIR|FILE.json]"), "run",
           "the run against itself: A as its directory, B as its MLflow run id",
           subs=(("RUN_A", "{run}"), ("RUN_B", "{run_id}"),
                 ("[--tracking-uri URI]", "--tracking-uri sqlite:///runs/mlflow.db"),
-                ("[--out compare.json]", "--out compare.json")),
+                ("[--out DIR|FILE.json]", "--out compare.json")),
           after=(DEMO_TRAIN,)),
     Entry(_exact("recmtl score --bundle /tmp/b --data data/demo/test"), "run",
           subs=(("/tmp/b", "{bundle}"),), after=(DEMO_TRAIN,)),
@@ -126,7 +126,8 @@ TABLE: list[Entry] = [
     Entry(_exact(DEMO16M_GEN), "run", extra=SMALL_DATA),
     Entry(_exact("recmtl generate configs/quality/funnel_24m.yaml"), "run", extra=SMALL_DATA),
     Entry(_exact(STANDARD_GEN), "run",
-          extra=(*SMALL_DATA, "synthetic.train_rows=20000", "synthetic.rows_per_file=10000")),
+          # bench.compile takes no overrides: 8 batches of 4096 for `--steps 3` after 5 warm-up
+          extra=(*SMALL_DATA, "synthetic.train_rows=40000", "synthetic.rows_per_file=20000")),
     Entry(_exact(SMOKE_GEN), "run"),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
     Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
@@ -168,9 +169,8 @@ TABLE: list[Entry] = [
     # Usage lines and commands named in prose: --help, and the flags they show.
     Entry(r"recmtl (train|prepare|compare|evaluate|score --raw)", "help", "named in prose"),
     Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
-    Entry(_exact("recmtl <generate|train|evaluate|export|bench> CONFIG [dotted.key=value ...]"),
-          "help"),
-    Entry(_exact("recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out FILE]"), "help"),
+    Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
+    Entry(_exact("recmtl prepare-census [--src CSV.gz] [--out DIR]"), "help"),
     Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR]"), "help"),
     Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] "
                  "[--keep COL] [--raw]"), "help"),
@@ -178,7 +178,8 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.serving --bundle DIR --data PATH"), "help"),
     Entry(_exact("python -m pipelines.bench.quality CONFIG --suite census|synthetic [--only a,b]"),
           "help"),
-    Entry(_exact("python -m pipelines.bench.training CONFIG"), "help"),
+    Entry(r"python -m pipelines\.bench\.training CONFIG( \[--steps 60\] \[--ray-workers 2\])?",
+          "help"),
 ]
 
 
@@ -215,7 +216,15 @@ class Workspace:
             text = text.replace(old, new)
         if "{" in text:
             text = text.format_map(self.fields(command, text))
-        argv = [*shlex.split(text), *entry.extra]
+        argv = shlex.split(text)
+        # Overrides go after the documented ones (the last value wins) and before any --option,
+        # which argparse needs; other extra arguments go at the end.
+        overrides = [a for a in entry.extra if re.match(r"[\w.]+=", a)]
+        options = [a for a in entry.extra if a not in overrides]
+        keys = [i for i, a in enumerate(argv) if re.match(r"[\w.]+=", a)]
+        flags = [i for i, a in enumerate(argv) if a.startswith("--")]
+        at = keys[-1] + 1 if keys else flags[0] if flags else len(argv)
+        argv = [*argv[:at], *overrides, *argv[at:], *options]
         if argv[0] == "python":
             argv[0] = sys.executable
         elif argv[0] == "recmtl":
