@@ -30,7 +30,9 @@ _WARNINGS = [  # (category, module regex, message regex)
 
 
 _QUIET_ENV = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-              "RAY_LOGGER_LEVEL": "error"}
+              "RAY_LOGGER_LEVEL": "error",
+              # torch resets its loggers' levels when it loads; these it sets to ERROR then
+              "TORCH_LOGS": "-onnx,-export,-distributed"}
 
 
 def quiet_third_party() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from recmtl.errors import RecmtlError
 from recmtl.metrics.compare import compare_reports
 from recmtl.metrics.compare_html import render_compare_html
 from recmtl.metrics.formatting import format_interval, format_value
@@ -93,7 +94,7 @@ def output_paths(out: str | Path) -> tuple[Path, Path]:
     if path.is_dir() or not path.suffix:
         return path / "compare.json", path / "compare.html"
     if path.suffix == ".html":
-        raise ValueError(f"--out {path}: name the JSON file (compare.json) or a directory; "
+        raise RecmtlError(f"--out {path}: name the JSON file (compare.json) or a directory; "
                          "the HTML page is written beside it")
     return path, path.with_suffix(".html")
 

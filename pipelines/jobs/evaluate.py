@@ -70,7 +70,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
                           max_slices=cfg.evaluate.max_slices)
     report |= {"split": split, **source, "data": uri}
     if diagnostics and diagnostics["gates"]:
-        report["diagnostics"] = diagnostics
+        report["diagnostics"] = diagnostics | {"tasks": cfg.base_tasks()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))

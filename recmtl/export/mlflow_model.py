@@ -1,7 +1,8 @@
 """The bundle as an MLflow model: a pyfunc that scores raw feature rows with ``BundleScorer``.
 
 Input: a DataFrame with one column per feature in the manifest (lists for multi-valued ones);
-output: one ``score_<task>`` column per served task.
+output: one ``score_<task>`` column per served task. Logged as "models from code"
+(``mlflow_model_code.py``): loading it imports recmtl, nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def log_bundle_model(bundle_dir: str | Path, example: pa.Table,
     frame = example.select(columns).to_pandas()
     signature = infer_signature(frame, score_frame(scorer, frame))
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=BundleModel(), artifacts={"bundle": str(bundle_dir)},
+        name="model", python_model=str(Path(__file__).with_name("mlflow_model_code.py")),
+        artifacts={"bundle": str(bundle_dir)},
         signature=signature, input_example=frame.head(5),
         registered_model_name=registered_model_name,
     )

@@ -12,6 +12,7 @@ from recmtl.errors import DataError
 from recmtl.logs import quiet_ray_runtime_env
 from recmtl.train.entry import train_worker
 from recmtl.train.job import Tracking, WorkerJob
+from recmtl.train.progress import ProgressView
 
 
 def absolute_data_root(cfg: Config) -> Config:
@@ -87,7 +88,8 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
                              logging_config=LoggingConfig("CRITICAL" if quiet else "INFO")),
     )
     try:
-        result = trainer.fit()
+        with ProgressView(run_dir):
+            result = trainer.fit()
     except TrainingFailedError as e:
         data_error = worker_data_error(e)
         if data_error is not None:

@@ -1,11 +1,25 @@
 """What rank 0 shows and logs while training: one progress bar, per-step metrics to MLflow,
-per-epoch validation and expert health. Other ranks get an object that does nothing."""
+per-epoch validation and expert health. Other ranks get an object that does nothing.
+
+Under Ray, rank 0 does not draw: it appends events to ``<run dir>/progress.jsonl`` and the
+driver draws the one bar from them (``ProgressView``), so the terminal shows a bar that
+updates in place rather than Ray's forwarded copies of every refresh. Under torchrun (no
+driver) rank 0 draws it itself.
+
+    {"event": "epoch_start", "epoch": 0, "steps": 489, "first": 0}
+    {"event": "log", "step": 20, "loss": 1.0431, "samples_s": 33919.0}
+    {"event": "epoch_end", "epoch": 0, "metrics": {"valid/auc_ctr": 0.8172, ...}}
+    {"event": "resumed", "epoch": 0, "batch": 40, "global_step": 40}
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from tqdm import tqdm
@@ -13,16 +27,21 @@ from tqdm import tqdm
 from recmtl.train.job import WorkerJob
 from recmtl.train.tracking import MetricBuffer
 
+EVENTS = "progress.jsonl"
+
 
 class Progress:
-    """Rank 0's view of training. ``step_metrics`` are logged at ``log`` calls, epoch metrics
-    at ``epoch_end``; the MLflow run itself belongs to the driver."""
+    """Rank 0's view of training. ``log`` sends step metrics to MLflow, ``epoch_end`` the
+    epoch's; the MLflow run itself belongs to the driver."""
 
     def __init__(self, job: WorkerJob, rank: int, world: int) -> None:
         self.world = world
         self.active = rank == 0
         self.tracker: MetricBuffer | None = None
         self.bar: tqdm | None = None
+        self.events: Path | None = None
+        if self.active and job.run_dir and not job.checkpoint_root:
+            self.events = Path(job.run_dir) / EVENTS
         if self.active and job.tracking:
             spill = Path(job.run_dir or ".") / "mlflow-unlogged-metrics.jsonl"
             self.tracker = MetricBuffer(job.tracking.uri, job.tracking.run_id, spill)
@@ -32,21 +51,21 @@ class Progress:
             with contextlib.suppress(Exception):  # an artifact is worth a warning, not the run
                 self.tracker.client.log_text(self.tracker.run_id, text, artifact)
 
+    def resumed(self, progress: dict[str, int]) -> None:
+        self._emit({"event": "resumed"} | progress)
+
     def epoch_start(self, epoch: int, steps: int, first: int, global_step: int) -> None:
         """A new bar; steps before ``first`` were trained before a restart."""
-        self.base, self.last_step, self.last_time = global_step, 0, time.perf_counter()
-        if self.active:
-            self.bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch}", mininterval=5.0,
-                            unit="step", ncols=100)
+        self.base, self.last_step, self.last_time = global_step, first, time.perf_counter()
+        self._emit({"event": "epoch_start", "epoch": epoch, "steps": steps, "first": first})
 
     def log(self, step: int, losses: dict[str, float], rows: int, extra: dict[str, float]) -> None:
-        """``rows`` trained by this rank since the last call, ``step`` counted in this epoch."""
+        """``rows`` trained by this rank since the last call; ``step`` counts this epoch's
+        steps since ``first``."""
         now = time.perf_counter()
         rate = rows * self.world / max(now - self.last_time, 1e-9)
-        if self.bar is not None:
-            self.bar.update(step - self.last_step)
-            self.bar.set_postfix(samples_s=f"{rate:,.0f}", loss=f"{sum(losses.values()):.4f}")
-        self.last_step, self.last_time = step, now
+        self.last_time = now
+        self._emit({"event": "log", "step": step, "loss": sum(losses.values()), "samples_s": rate})
         if self.tracker:
             metrics = {f"train/loss_{n}": v for n, v in losses.items()}
             self.tracker.add(metrics | extra | {"train/samples_per_s": rate}, self.base + step)
@@ -54,22 +73,88 @@ class Progress:
 
     def epoch_end(self, epoch: int, metrics: dict[str, Any], diagnostics: dict[str, Any],
                   flat_diagnostics: dict[str, float], step: int) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if not self.active:
-            return
+        valid = {k: v for k, v in metrics.items() if k.startswith("valid/")}
+        self._emit({"event": "epoch_end", "epoch": epoch, "metrics": valid})
         if self.tracker:
             self.tracker.add({k: float(v) for k, v in metrics.items()} | flat_diagnostics, step)
             self.tracker.flush()
-            self.log_text_json(diagnostics, f"diagnostics/epoch-{epoch:04d}.json")
-        print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                            if k.startswith("valid/")), flush=True)
-
-    def log_text_json(self, value: dict[str, Any], artifact: str) -> None:
-        if self.tracker:
             with contextlib.suppress(Exception):  # buffered metrics carry on; the JSON is extra
-                self.tracker.client.log_dict(self.tracker.run_id, value, artifact)
+                self.tracker.client.log_dict(self.tracker.run_id, diagnostics,
+                                             f"diagnostics/epoch-{epoch:04d}.json")
 
     def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
         if self.tracker:
             self.tracker.close()
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        if self.events is not None:
+            with self.events.open("a") as f:
+                f.write(json.dumps(event) + "\n")
+        else:
+            self.bar = render(event, self.bar)
+
+
+def render(event: dict[str, Any], bar: tqdm | None) -> tqdm | None:
+    """Draws one event on this terminal; returns the bar now in use."""
+    kind = event["event"]
+    if kind == "epoch_start":
+        if bar is not None:
+            bar.close()
+        bar = tqdm(total=event["steps"], initial=event["first"], desc=f"epoch {event['epoch']}",
+                   unit="step", mininterval=1.0, ncols=100)
+        bar.first = event["first"]  # type: ignore[attr-defined]
+    elif kind == "log" and bar is not None:
+        bar.update(bar.first + event["step"] - bar.n)  # type: ignore[attr-defined]
+        bar.set_postfix(samples_s=f"{event['samples_s']:,.0f}", loss=f"{event['loss']:.4f}")
+    elif kind == "epoch_end":
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(f"epoch {event['epoch']}: " + " ".join(
+            f"{k}={v:.4f}" for k, v in event["metrics"].items()), flush=True)
+    elif kind == "resumed":
+        tqdm.write(f"resumed at epoch {event['epoch']}, batch {event['batch']}, "
+                   f"step {event['global_step']}")
+    return bar
+
+
+class ProgressView:
+    """The driver's side: follows ``<run_dir>/progress.jsonl`` while training runs and draws
+    what it says. A run dir the driver cannot see (another machine) just draws nothing."""
+
+    def __init__(self, run_dir: str | Path, interval_s: float = 0.5) -> None:
+        self.path = Path(run_dir) / EVENTS
+        self.interval_s = interval_s
+        self.offset = 0
+        self.bar: tqdm | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="recmtl-progress", daemon=True)
+
+    def __enter__(self) -> ProgressView:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._drain()
+        if self.bar is not None:
+            self.bar.close()
+
+    def _follow(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self._drain()
+
+    def _drain(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            f.seek(self.offset)
+            while (line := f.readline()).endswith("\n"):  # a half-written line waits
+                self.offset = f.tell()
+                self.bar = render(json.loads(line), self.bar)

@@ -91,10 +91,8 @@ class WorkerRun:
         self.progress_at = self.sink.restore(self.model, self.optimizer)
         self.global_step = self.progress_at["global_step"]
         self.schedule.set_step(self.global_step)
-        if self.global_step and self.rank == 0:
-            p = self.progress_at
-            print(f"resumed at epoch {p['epoch']}, batch {p['batch']}, step {p['global_step']}",
-                  flush=True)
+        if self.global_step:
+            self.progress.resumed(self.progress_at)
         self.plan = StepPlan.from_config(cfg, self.device)
         self.rec_metrics = build_rec_metrics(cfg.tasks, self.train_reader.batch_size, self.device)
 
