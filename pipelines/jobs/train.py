@@ -12,6 +12,7 @@ import pyarrow.dataset as ds
 
 from pipelines.jobs.evaluate import evaluate
 from pipelines.jobs.export import export
+from pipelines.jobs.lineage import data_version, remap_dir, resolve_warm_start
 from recmtl.config import Config
 from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
@@ -19,23 +20,39 @@ from recmtl.train.launch import absolute_data_root, fit
 from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
 
 
-def train(cfg: Config, quiet: bool = True) -> dict[str, Any]:
+def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
+          tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Trains, evaluates and exports ``cfg`` in one MLflow run; returns the summary (also
     written to ``<run dir>/summary.json``). The data and the tracking store are checked before
-    Ray starts; ``quiet`` keeps third-party warnings and Ray's INFO lines out of the output."""
+    Ray starts; ``quiet`` keeps third-party warnings and Ray's INFO lines out of the output.
+
+    ``warm_start``: a checkpoint, run directory or MLflow run id to start from (``lineage.py``);
+    today's tables may have grown and the workers may be more or fewer. ``tags`` go to the run.
+    """
     cfg = absolute_data_root(cfg)
     check_feature_store(cfg)
     tracking_uri = resolve_tracking_uri(cfg)
     check_reachable(tracking_uri)
+    source = resolve_warm_start(warm_start, tracking_uri) if warm_start else None
+    remaps = remap_dir(cfg.data.root, source) if source else None
+    version = data_version(cfg.data.root)
+    lineage = {"recmtl.data_version": version or ""}
+    if source:
+        lineage |= {"recmtl.warm_start": str(source.checkpoint),
+                    "recmtl.parent_run": source.run_id or ""}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     run_id = start_run(cfg, run_name=run_dir.name)
+    mlflow.set_tags(lineage | (tags or {}))
     t0 = time.perf_counter()
     try:
-        checkpoint, _ = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet)
+        checkpoint, _ = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
+                            warm_start=str(source.checkpoint) if source else None,
+                            remap_dir=str(remaps) if remaps else None)
         train_s = time.perf_counter() - t0
         (run_dir / "checkpoint").write_text(str(checkpoint))
+        mlflow.set_tag("recmtl.checkpoint", str(checkpoint))
         report = evaluate(cfg, checkpoint, run_dir)
         exported = export(cfg, checkpoint, run_dir / "export")
         mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
@@ -46,7 +63,7 @@ def train(cfg: Config, quiet: bool = True) -> dict[str, Any]:
             mlflow.log_artifact(str(run_dir / "predictions.parquet"))
         mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
         example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
-        model_uri = log_bundle_model(run_dir / "export", example,
+        model_uri, model_version = log_bundle_model(run_dir / "export", example,
                                      cfg.mlflow.registered_model_name)
     except BaseException:
         mlflow.end_run(status="FAILED")
@@ -56,7 +73,10 @@ def train(cfg: Config, quiet: bool = True) -> dict[str, Any]:
                "checkpoint": str(checkpoint), "report": str(run_dir / "report.json"),
                "report_html": str(run_dir / "report.html"),
                "export": str(run_dir / "export"), "model_uri": model_uri,
-               "train_seconds": round(train_s, 1),
+               "model_version": model_version,
+               "train_seconds": round(train_s, 1), "data_version": version,
+               "warm_start": str(source.checkpoint) if source else None,
+               "parent_run": source.run_id if source else None,
                "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     worst = max(v for diffs in exported["parity"]["max_abs_diff"].values() for v in diffs.values())

@@ -32,8 +32,9 @@ def score_frame(scorer: BundleScorer, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def log_bundle_model(bundle_dir: str | Path, example: pa.Table,
-                     registered_model_name: str | None = None) -> str:
-    """Logs the bundle into the active run as model ``model``; returns its model URI."""
+                     registered_model_name: str | None = None) -> tuple[str, str | None]:
+    """Logs the bundle into the active run as model ``model``; returns its model URI and,
+    when registered under ``registered_model_name``, the version it got."""
     scorer = BundleScorer(bundle_dir)
     columns = [f["name"] for f in scorer.features] + list(scorer.dense_features)
     frame = example.select(columns).to_pandas()
@@ -44,4 +45,5 @@ def log_bundle_model(bundle_dir: str | Path, example: pa.Table,
         signature=signature, input_example=frame.head(5),
         registered_model_name=registered_model_name,
     )
-    return str(info.model_uri)
+    version = getattr(info, "registered_model_version", None)
+    return str(info.model_uri), None if version is None else str(version)

@@ -59,9 +59,11 @@ def scaling_config(cfg: Config) -> Any:
 
 
 def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None,
-        quiet: bool = True) -> tuple[Path, dict[str, Any]]:
+        quiet: bool = True, warm_start: str | None = None, remap_dir: str | None = None,
+        ) -> tuple[Path, dict[str, Any]]:
     """Trains on Ray Train; returns the last (sharded) checkpoint's directory and the metrics
-    rank 0 reported with it. Without ``run_id`` nothing goes to MLflow.
+    rank 0 reported with it. Without ``run_id`` nothing goes to MLflow. ``warm_start`` /
+    ``remap_dir``: see ``WorkerJob``.
 
     A ``DataError`` raised in any worker ends the run at once (no restart, whatever
     ``train.max_failures`` says: the same rows would fail again) and is raised here as it was.
@@ -75,7 +77,8 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
     ensure_ray(cfg.train.num_workers, cfg.train.ray_address, quiet=quiet)
     use_gpu = cfg.train.device == "cuda"
     tracking = Tracking(tracking_uri, run_id) if tracking_uri and run_id else None
-    job = WorkerJob(cfg, run_dir=str(run_dir), tracking=tracking, quiet=quiet)
+    job = WorkerJob(cfg, run_dir=str(run_dir), tracking=tracking, quiet=quiet,
+                    warm_start=warm_start, remap_dir=remap_dir)
     trainer = TorchTrainerDataErrorsFinal(
         train_worker,
         train_loop_config={"job": job.to_dict()},

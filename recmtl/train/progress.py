@@ -51,6 +51,11 @@ class Progress:
             with contextlib.suppress(Exception):  # an artifact is worth a warning, not the run
                 self.tracker.client.log_text(self.tracker.run_id, text, artifact)
 
+    def log_json(self, value: dict[str, Any], artifact: str) -> None:
+        if self.tracker:
+            with contextlib.suppress(Exception):  # an artifact is worth a warning, not the run
+                self.tracker.client.log_dict(self.tracker.run_id, value, artifact)
+
     def resumed(self, progress: dict[str, int]) -> None:
         self._emit({"event": "resumed"} | progress)
 
@@ -78,9 +83,7 @@ class Progress:
         if self.tracker:
             self.tracker.add({k: float(v) for k, v in metrics.items()} | flat_diagnostics, step)
             self.tracker.flush()
-            with contextlib.suppress(Exception):  # buffered metrics carry on; the JSON is extra
-                self.tracker.client.log_dict(self.tracker.run_id, diagnostics,
-                                             f"diagnostics/epoch-{epoch:04d}.json")
+            self.log_json(diagnostics, f"diagnostics/epoch-{epoch:04d}.json")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -29,8 +29,9 @@ from recmtl.train.progress import Progress
 from recmtl.train.rec_metrics import build_rec_metrics, computed
 from recmtl.train.schedule import LRSchedule
 from recmtl.train.sharding import shard_model
-from recmtl.train.sinks import CheckpointSink, DirectorySink, RaySink, fault_drill
+from recmtl.train.sinks import START, CheckpointSink, DirectorySink, RaySink, fault_drill
 from recmtl.train.validation import reduced_summary, validation_auc
+from recmtl.train.warm_start import read_remaps, warm_start
 
 
 def worker_device(cfg: Config) -> torch.device:
@@ -89,6 +90,10 @@ class WorkerRun:
              (cfg.train.dense_schedule, list(self.dense_opt.param_groups))],
             total_steps=cfg.train.epochs * self.steps_per_epoch)
         self.progress_at = self.sink.restore(self.model, self.optimizer)
+        if self.progress_at == START and job.warm_start:  # a restart resumes, never re-warms
+            carried = warm_start(self.model, self.optimizer, job.warm_start,
+                                 read_remaps(job.remap_dir))
+            self.progress.log_json(carried | {"source": job.warm_start}, "warm_start.json")
         self.global_step = self.progress_at["global_step"]
         self.schedule.set_step(self.global_step)
         if self.global_step:

@@ -184,7 +184,7 @@ def test_mlflow_model_logs_with_signature_and_registers(exported, smoke_cfg, tmp
     experiment = mlflow.create_experiment("bundle", artifact_location=(tmp_path / "a").as_uri())
     rows = ds.dataset(f"{smoke_cfg.data.root}/test", format="parquet").head(50)
     with mlflow.start_run(experiment_id=experiment):
-        uri = log_bundle_model(out, rows, registered_model_name="recmtl-smoke")
+        uri, version = log_bundle_model(out, rows, registered_model_name="recmtl-smoke")
     model = mlflow.pyfunc.load_model(uri)
     assert "recent_categories" in model.metadata.get_input_schema().input_names()
     got = model.predict(rows.to_pandas())
@@ -193,7 +193,7 @@ def test_mlflow_model_logs_with_signature_and_registers(exported, smoke_cfg, tmp
         np.testing.assert_allclose(got[f"score_{task}"].to_numpy(), scores.numpy(), rtol=0,
                                    atol=1e-6)
     versions = mlflow.MlflowClient().search_model_versions("name='recmtl-smoke'")
-    assert [int(v.version) for v in versions] == [1]
+    assert [int(v.version) for v in versions] == [1] and version == "1"
 
 
 def test_scorer_and_modules_stay_free_of_heavy_imports():
