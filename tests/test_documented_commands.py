@@ -73,6 +73,7 @@ DEMO_TRAIN = "recmtl train configs/demo.yaml"
 STANDARD_GEN = "recmtl generate configs/bench/standard.yaml"
 SMOKE_GEN = "recmtl generate configs/smoke.yaml"
 CENSUS_PREP = "recmtl prepare-census"
+DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
 
 
@@ -129,6 +130,10 @@ TABLE: list[Entry] = [
           # bench.compile takes no overrides: 8 batches of 4096 for `--steps 3` after 5 warm-up
           extra=(*SMALL_DATA, "synthetic.train_rows=40000", "synthetic.rows_per_file=20000")),
     Entry(_exact(SMOKE_GEN), "run"),
+    Entry(_exact(DAILY_GEN), "run",
+          extra=("synthetic.rows_per_day=5000", "synthetic.num_users=2000",
+                 "synthetic.num_items=2000", "synthetic.row_group_size=2000")),
+    Entry(_exact("recmtl prepare configs/daily/prepare.yml"), "run", after=(DAILY_GEN,)),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
     Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
           after=(SMOKE_GEN,)),

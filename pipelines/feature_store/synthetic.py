@@ -12,7 +12,9 @@ from known probabilities, which are written beside the labels so the oracle AUC 
     log_watch_time = click * log1p(exp(2 + 0.8 quality + 0.5 <u, v> + 0.3 match + 0.5 noise))
 
 Every split is written as several Parquet part files with row groups sized for streaming.
-Deterministic by seed: the same config and seed give byte-identical columns.
+Deterministic by seed: the same config and seed give byte-identical columns. With
+``synthetic.days > 0`` the same model writes a raw export per day instead, with catalogue
+churn and drift (``synthetic_days.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ class World:
 
 
 def make_world(cfg: SyntheticConfig, seed: int) -> World:
+    return make_world_and_centres(cfg, seed)[0]
+
+
+def make_world_and_centres(cfg: SyntheticConfig,
+                           seed: int) -> tuple[World, np.ndarray, np.ndarray]:
+    """The world, with the segment [S, K] and category [C, K] centres its vectors are drawn
+    around (before the user vectors' 1 / sqrt(K) scaling); the day generator drifts them."""
     rng = np.random.default_rng([seed, 0])
     k = cfg.latent_dim
     seg_centre = rng.normal(size=(cfg.num_segments, k))
@@ -68,7 +77,7 @@ def make_world(cfg: SyntheticConfig, seed: int) -> World:
     item_category = rng.choice(cfg.num_categories, size=cfg.num_items, p=cat_p)
     item_vec = cat_centre[item_category] + 0.15 * rng.normal(size=(cfg.num_items, k))
     affinity = seg_centre @ cat_centre.T  # [S, C]
-    return World(
+    world = World(
         user_segment=user_segment,
         user_vec=user_vec / np.sqrt(k),
         user_activity=user_activity,
@@ -85,6 +94,7 @@ def make_world(cfg: SyntheticConfig, seed: int) -> World:
         device_bias=rng.normal(scale=0.3, size=(NUM_DEVICES, 2)),
         num_categories=cfg.num_categories,
     )
+    return world, seg_centre, cat_centre
 
 
 def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id: int,
@@ -97,29 +107,15 @@ def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id:
     slot = rng.integers(NUM_SLOTS, size=n)
     category = world.item_category[items]
 
-    # Recent categories: mostly what the user's segment likes, sometimes anything.
-    lengths = rng.integers(0, MAX_RECENT + 1, size=n)
-    owner = np.repeat(np.arange(n), lengths)
-    liked = world.segment_top_categories[world.user_segment[users][owner],
-                                         rng.integers(8, size=len(owner))]
-    anything = rng.integers(world.num_categories, size=len(owner))
-    recent = np.where(rng.random(len(owner)) < 0.8, liked, anything)
-    match = np.bincount(owner, weights=(recent == category[owner]), minlength=n) > 0
+    lengths, recent, match = recent_categories(world, users, category, rng)
 
     u = world.user_vec[users]
     v = world.item_vec[items]
     context_score = rng.normal(size=n)
     quality = world.item_quality[items]
     price = world.item_price[items]
-    click_logit = (
-        -2.7 + 1.2 * np.einsum("nk,nk->n", u, v) + quality + 0.3 * world.user_activity[users]
-        + world.slot_bias[slot] + world.hour_bias[hour] + world.device_bias[device, 0]
-        + 0.7 * match + 0.3 * context_score
-    )
-    conv_logit = (
-        -1.5 + 1.0 * np.einsum("nk,kj,nj->n", u, world.cvr_mix, v) - 0.7 * price
-        + 0.5 * quality + world.device_bias[device, 1]
-    )
+    click_logit, conv_logit = funnel_logits(world, users, items, hour, device, slot, match,
+                                            context_score)
     p_click = _sigmoid(click_logit)
     p_conv = _sigmoid(conv_logit)
     click = rng.random(n) < p_click
@@ -162,9 +158,50 @@ def sample_impressions(world: World, n: int, rng: np.random.Generator, first_id:
     return pa.table(columns)
 
 
+def recent_categories(world: World, users: np.ndarray, category: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each impression's recent categories, mostly what the user's segment likes, sometimes
+    anything: (lengths [N], the categories of all rows end to end [sum(lengths)], whether the
+    impression's own category is among them [N] bool)."""
+    n = len(users)
+    lengths = rng.integers(0, MAX_RECENT + 1, size=n)
+    owner = np.repeat(np.arange(n), lengths)
+    liked = world.segment_top_categories[world.user_segment[users][owner],
+                                         rng.integers(8, size=len(owner))]
+    anything = rng.integers(world.num_categories, size=len(owner))
+    recent = np.where(rng.random(len(owner)) < 0.8, liked, anything)
+    match = np.bincount(owner, weights=(recent == category[owner]), minlength=n) > 0
+    return lengths, recent, match
+
+
+def funnel_logits(world: World, users: np.ndarray, items: np.ndarray, hour: np.ndarray,
+                  device: np.ndarray, slot: np.ndarray, match: np.ndarray,
+                  context_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The true click and conversion-given-click logits [N] of impressions (the formulas of
+    the module docstring)."""
+    u = world.user_vec[users]
+    v = world.item_vec[items]
+    quality = world.item_quality[items]
+    click_logit = (
+        -2.7 + 1.2 * np.einsum("nk,nk->n", u, v) + quality + 0.3 * world.user_activity[users]
+        + world.slot_bias[slot] + world.hour_bias[hour] + world.device_bias[device, 0]
+        + 0.7 * match + 0.3 * context_score
+    )
+    conv_logit = (
+        -1.5 + 1.0 * np.einsum("nk,kj,nj->n", u, world.cvr_mix, v)
+        - 0.7 * world.item_price[items] + 0.5 * quality + world.device_bias[device, 1]
+    )
+    return click_logit, conv_logit
+
+
 def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
-    """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split."""
+    """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split.
+    With ``synthetic.days > 0``, the daily raw export instead (``synthetic_days.py``)."""
     syn = cfg.synthetic
+    if syn.days > 0:
+        from pipelines.feature_store.synthetic_days import generate_days
+
+        return generate_days(cfg, root)
     root = Path(root or cfg.data.root)
     world = make_world(syn, cfg.seed)
     counts = {}
@@ -193,7 +230,8 @@ def run(cfg: Config) -> None:
     counts = generate(cfg)
     took = time.perf_counter() - t0
     total = sum(counts.values())
-    print(f"wrote {total:,} rows to {cfg.data.root} in {took:.1f}s "
+    where = Path(cfg.data.root) / "raw" if cfg.synthetic.days > 0 else cfg.data.root
+    print(f"wrote {total:,} rows to {where} in {took:.1f}s "
           f"({', '.join(f'{k}={v:,}' for k, v in counts.items())})")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recmtl.config.schema import Config, EvaluateConfig
+from recmtl.config.schema import Config, EvaluateConfig, SyntheticConfig
 from recmtl.errors import ConfigError
 
 Fail = Callable[[str], None]
@@ -21,6 +21,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_model_and_loss(cfg, fail)
     _check_train(cfg, fail)
     _check_evaluate(cfg.evaluate, fail)
+    _check_synthetic_days(cfg.synthetic, fail)
 
 
 def _check_features(cfg: Config, fail: Fail) -> None:
@@ -123,3 +124,14 @@ def _check_evaluate(ev: EvaluateConfig, fail: Fail) -> None:
         fail(f"evaluate.slices: duplicate column in {list(ev.slices)}")
     if any(not c.strip() for c in ev.slices):
         fail("evaluate.slices: column names must not be empty")
+
+
+def _check_synthetic_days(syn: SyntheticConfig, fail: Fail) -> None:
+    if syn.days < 0 or syn.rows_per_day < 1:
+        fail("synthetic: days must be >= 0 and rows_per_day >= 1")
+    if syn.new_items_per_day < 0 or syn.new_users_per_day < 0 or syn.popularity_drift < 0:
+        fail("synthetic: new_items_per_day, new_users_per_day and popularity_drift must be >= 0")
+    if not 0 <= syn.drift <= 1:
+        fail(f"synthetic.drift: {syn.drift} must be in [0, 1] (the share of variance renewed a day)")
+    if syn.item_half_life_days <= 0:
+        fail(f"synthetic.item_half_life_days: {syn.item_half_life_days} must be > 0")
