@@ -4,7 +4,7 @@
     recmtl evaluate CONFIG [--checkpoint DIR | --bundle DIR] [--slice COLUMN ...] [--out DIR]
     recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] [--raw]
     recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out FILE]
-    recmtl prepare SPEC.yaml [--source URI] [--output DIR]
+    recmtl prepare SPEC.yaml [--source URI] [--output DIR] [--previous DIR]
     recmtl prepare-census [--src CSV.gz] [--out DIR]
 
 Every command takes --verbose (third-party warnings and logs as they come) and --debug (a
@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="the feature schema YAML (pipelines/feature_store/spec.py)")
     p.add_argument("--source", help="override the spec's source")
     p.add_argument("--output", help="override the spec's output")
+    p.add_argument("--previous", help="start from this earlier preparation (its vocabularies, "
+                   "ids and transforms; override the spec's previous)")
     p = sub.add_parser("prepare-census", help="Census-Income (KDD) CSV -> feature store + config",
                        parents=[common])
     p.add_argument("--src", default="../shared/data/census-income-kdd/census-income.test.gz")
@@ -125,7 +127,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         from pipelines.feature_store.prepare import prepare
         from pipelines.feature_store.spec import load_spec
 
-        overrides = {k: v for k, v in (("source", args.source), ("output", args.output)) if v}
+        overrides = {k: v for k, v in (("source", args.source), ("output", args.output),
+                                       ("previous", args.previous)) if v}
         prepare(load_spec(args.spec, overrides))
     elif args.command == "prepare-census":
         from pipelines.feature_store.census import prepare as prepare_census

@@ -15,6 +15,9 @@ groups of ``row_group_size``: int64 ids in range, float32 dense values, int8 lab
 - ``<name>.yaml``: a training config with the tables sized from the statistics (``base:`` the
   spec's ``base_config``).
 
+With ``previous`` (``--previous DIR``) it starts from an earlier preparation: ids kept, new
+values appended, stale ones retired, an id remap written (``pipelines/feature_store/incremental.py``).
+
 Every row of the export lands in exactly one split; nothing is dropped. Bad input stops the
 job with the file, column, count and expectation: labels outside {0, 1} or null, NaN or
 infinite floats, ids out of range for ``identity``, nulls where the policy is ``error``, a
@@ -35,6 +38,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from pipelines.feature_store import incremental
 from pipelines.feature_store.sources import (
     ExportSchema,
     check_types,
@@ -103,8 +107,10 @@ def _map_ids(f: SparseSpec, keys: list[str], ids: list[int]) -> pl.Expr:
     return mapped(pl.col(f.source)).alias(f.name)
 
 
-def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, Any]]:
-    """Per table: its size and, for vocab and hash, the value -> id mapping."""
+def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec, chain: incremental.Chain
+               ) -> dict[str, dict[str, Any]]:
+    """Per table: its size and, for vocab and hash, the value -> id mapping (vocabularies:
+    ``incremental.Chain.fit_vocab``, which starts from the previous preparation if any)."""
     train = frame.filter(pl.col(_SPLIT) == 0)
     tables: dict[str, list[SparseSpec]] = {}
     for f in spec.sparse:
@@ -115,17 +121,10 @@ def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec) -> dict[str, dict[str, An
         if first.transform == "identity":
             out[name] = {"size": first.buckets, "transform": "identity"}
             continue
-        source = train if first.transform == "vocab" else frame  # hashing fits nothing
-        values = pl.concat([source.select(_values(f)) for f in features]).drop_nulls()
         if first.transform == "vocab":
-            counts = (values.group_by("value").agg(pl.len().alias("count"))
-                      .filter(pl.col("count") >= first.min_count)
-                      .sort(["count", "value"], descending=[True, False]).collect())
-            keys = counts["value"].to_list()
-            out[name] = {"transform": "vocab", "keys": keys, "ids": list(range(1, len(keys) + 1)),
-                         "counts": counts["count"].to_list(), "size": len(keys) + 1,
-                         "min_count": first.min_count}
+            out[name] = chain.fit_vocab(train, name, features)
         else:
+            values = pl.concat([frame.select(_values(f)) for f in features]).drop_nulls()
             unique = values.unique().collect()["value"]
             hashed = stable_hash(unique) % np.uint64(first.buckets - 1) + np.uint64(1)  # type: ignore[operator]
             out[name] = {"transform": "hash", "keys": unique.to_list(),
@@ -237,6 +236,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
 
         joined = export_from_feast(spec.feast, Path(spec.output) / "feast-export")
         spec = dataclasses.replace(spec, source=str(joined), feast=None)
+    previous = incremental.load_previous(spec)
     files, readable, fs = source_files(spec.source)
     schema = read_schemas(files, needed_columns(spec), fs)
     if not schema.rows:
@@ -250,8 +250,10 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
              .with_columns(split_expr(spec, dtypes).alias(_SPLIT)))
     check_values(frame, spec)
     check_train_rows(frame, spec)
-    tables = fit_tables(frame, spec)
-    dense = fit_dense(frame, spec)
+    chain = incremental.begin(spec, dtypes, frame.filter(pl.col(_SPLIT) == 0), previous)
+    tables = fit_tables(frame, spec, chain)
+    fitted = fit_dense(frame, spec)
+    dense = chain.dense(fitted)
 
     outputs = [_map_ids(f, tables[f.table_name].get("keys", []), tables[f.table_name].get("ids", []))
                if tables[f.table_name]["transform"] != "identity"
@@ -279,8 +281,14 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
         if counts[split].get("__rows"):
             part.sink_parquet(pl.PartitionBy(target, max_rows_per_file=spec.rows_per_file),
                               row_group_size=spec.row_group_size, mkdir=True)
-    stats = _write_stats(spec, out, files, counts, tables, dense, schema)
-    _write_transforms(spec, out, tables, dense)
+    transforms = _transforms(spec, tables, dense)
+    record = chain.record(transforms, tables)
+    transforms |= record
+    stats = _write_stats(spec, out, files, counts, tables, dense, schema) | record
+    stats["incremental"] = record["incremental"] | {"dense_fit_today": fitted}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
+    chain.write_remap(out, tables, record["version"])
     _write_config(spec, out, tables, dense)
     for split in SPLITS:
         print(f"{split}: {counts[split].get('__rows', 0):,} rows")
@@ -316,10 +324,14 @@ def split_counts(frame: pl.LazyFrame, spec: PrepareSpec,
 def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[str, Any],
                  tables: dict[str, dict[str, Any]], dense: dict[str, Any],
                  schema: ExportSchema) -> dict[str, Any]:
+    """Writes ``vocab/<table>.parquet`` (value, id, count, last_seen); returns stats.json's
+    content."""
     (out / "vocab").mkdir(parents=True, exist_ok=True)
     for name, t in tables.items():
         if t["transform"] == "vocab":
-            pl.DataFrame({"value": t["keys"], "id": t["ids"], "count": t["counts"]}).write_parquet(
+            pl.DataFrame({"value": t["keys"], "id": t["ids"], "count": t["counts"],
+                          "last_seen": t["last_seen"]},
+                         schema=incremental.VOCAB_SCHEMA).write_parquet(
                 out / "vocab" / f"{name}.parquet")
     splits = {}
     for split in SPLITS:
@@ -340,15 +352,14 @@ def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[st
                                         and c.get("__rows")}}
     stats = {"name": spec.name, "source": spec.source, "files": files, "splits": splits,
              "rows_in": sum(s["rows"] for s in splits.values()),
-             "tables": {n: {k: v for k, v in t.items() if k not in ("keys", "ids", "counts")}
+             "tables": {n: {k: v for k, v in t.items() if not isinstance(v, list)}
                         for n, t in tables.items()},
              "dense": dense, "type_casts": schema.casts}
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 
 
-def _write_transforms(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]],
-                      dense: dict[str, Any]) -> None:
+def _transforms(spec: PrepareSpec, tables: dict[str, dict[str, Any]],
+                dense: dict[str, Any]) -> dict[str, Any]:
     """``transforms.json``: what serving replays on raw rows (``recmtl.export.raw``)."""
     sparse = []
     for f in spec.sparse:
@@ -369,7 +380,7 @@ def _write_transforms(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, 
                    "fill": _dense_fill(d, dense[d.name])}
                   for d in spec.dense if d.transform != "bucketize"],
     }
-    (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
+    return transforms
 
 
 def _write_config(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]],

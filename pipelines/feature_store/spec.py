@@ -17,6 +17,8 @@ It says which raw columns become which training columns and how:
     group: user_id                     # GAUC groups (hashed to int64 when strings)
     split: {kind: time, column: ts, valid_from: "2026-10-25", test_from: "2026-10-28"}
     nulls: {sparse: oov, dense: mean}
+    previous: data/shop-2026-10-31     # optional: start from that preparation (--previous)
+    incremental: {retire_after_days: 30, headroom: 0.2, dense_stats: frozen}
 
 Sparse transforms: ``vocab`` (ids 1..V by train frequency, values seen fewer than
 ``min_count`` times in train and values never seen there map to 0, the OOV id), ``hash``
@@ -28,6 +30,7 @@ and ``bucketize`` (``num_buckets`` train quantiles -> a sparse feature with ids 
 Null policies: ``sparse: oov`` maps null ids to 0 and counts them, ``error`` refuses them;
 ``dense: mean`` fills the train mean (after the transform, so 0 when standardised) and counts,
 ``error`` refuses. NaN or infinite floats and labels outside {0, 1} are always errors.
+``previous`` and ``incremental``: day-over-day preparation (``pipelines/feature_store/incremental.py``).
 """
 
 from __future__ import annotations
@@ -107,6 +110,18 @@ class FeastSource:
 
 
 @dataclass(frozen=True)
+class IncrementalSpec:
+    """Day over day (``pipelines/feature_store/incremental.py``): a vocabulary value unseen in
+    train for ``retire_after_days`` days gives its row up (None: never); a table that must grow
+    grows to ``ceil(V * (1 + headroom)) + 1`` rows; dense statistics ``frozen`` (yesterday's)
+    or ``refresh`` (fit on today's train)."""
+
+    retire_after_days: int | None = None
+    headroom: float = 0.2
+    dense_stats: str = "frozen"
+
+
+@dataclass(frozen=True)
 class PrepareSpec:
     name: str
     output: str
@@ -123,6 +138,8 @@ class PrepareSpec:
     rows_per_file: int = 250_000
     row_group_size: int = 32_768
     base_config: str | None = None
+    previous: str | None = None  # an earlier preparation's output directory to start from
+    incremental: IncrementalSpec | None = None  # None: defaults, and no head-room when fresh
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PrepareSpec:
@@ -190,3 +207,10 @@ def check_spec(spec: PrepareSpec, source: str) -> None:
         fail("nulls: sparse in ('oov', 'error'), dense in ('mean', 'error')")
     if spec.rows_per_file < 1 or spec.row_group_size < 1:
         fail("rows_per_file and row_group_size must be >= 1")
+    inc = spec.incremental
+    if inc and inc.retire_after_days is not None and inc.retire_after_days < 1:
+        fail("incremental.retire_after_days: must be >= 1 (or null: never retire)")
+    if inc and not inc.headroom >= 0:
+        fail(f"incremental.headroom: {inc.headroom} must be >= 0")
+    if inc and inc.dense_stats not in ("frozen", "refresh"):
+        fail(f"incremental.dense_stats: {inc.dense_stats!r} not in ('frozen', 'refresh')")

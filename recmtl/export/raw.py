@@ -8,7 +8,8 @@ values the feature store exported. The reference is prepare's own output: the bu
 compare the two row by row.
 
 The rules, as prepare applies them: a value's text (integers in decimal, strings as they are)
-maps through the vocabulary to ``1..V``, or to 0 when unseen; ``hash`` is blake2b-64 of the
+maps through the vocabulary to its id (``1..V`` when fresh; an incremental preparation may
+leave the rows of retired values free), or to 0 when unseen; ``hash`` is blake2b-64 of the
 text, mod ``size - 1``, plus 1; null ids are 0 under ``nulls.sparse: oov`` and an error under
 ``error``, a null list is empty; ``identity`` ids pass as they are, to the scorer's own checks.
 Dense values go through ``log1p``, then ``(x - mean) / std``; nulls take the fill (0 when
@@ -52,13 +53,17 @@ class RawTransforms:
                               f"{TRANSFORMS_FORMAT!r}")
         self.spec = spec
         self.vocabs: dict[str, pa.Array] = {}
+        self.vocab_ids: dict[str, np.ndarray] = {}
         for f in spec["sparse"]:
             if f["transform"] == "vocab" and f["table"] not in self.vocabs:
                 vocab = pq.read_table(self.path.parent / f["vocab"], columns=["value", "id"])
-                ids = vocab.column("id").to_numpy()
-                if not np.array_equal(ids, np.arange(1, len(ids) + 1)):
-                    raise BundleError(f"{f['vocab']}: ids are not 1..{len(ids)} in row order")
+                ids = vocab.column("id").to_numpy().astype(np.int64)
+                if len(ids) and (ids.min() < 1 or ids.max() >= f["size"]
+                                 or len(np.unique(ids)) != len(ids)):
+                    raise BundleError(f"{f['vocab']}: ids must be distinct and in "
+                                      f"[1, {f['size']})")
                 self.vocabs[f["table"]] = vocab.column("value").combine_chunks().cast(pa.string())
+                self.vocab_ids[f["table"]] = ids
 
     @property
     def columns(self) -> list[str]:
@@ -107,7 +112,9 @@ class RawTransforms:
         text = _text(values, f["column"], where)
         if f["transform"] == "vocab":
             position = pc.index_in(text, value_set=self.vocabs[f["table"]])
-            return pc.fill_null(pc.add(position, 1), 0).to_numpy().astype(np.int64)
+            found = pc.fill_null(position, -1).to_numpy().astype(np.int64)
+            ids = self.vocab_ids[f["table"]]
+            return np.where(found >= 0, ids[np.maximum(found, 0)] if len(ids) else 0, 0)
         unique, inverse = np.unique(np.asarray(text.fill_null("").to_pylist(), dtype=object),
                                     return_inverse=True)
         hashed = (blake2b64(unique) % np.uint64(f["size"] - 1) + np.uint64(1)).astype(np.int64)
