@@ -7,6 +7,7 @@ import re
 import pytest
 
 from pipelines.jobs.compare import compare, output_paths
+from recmtl.errors import RecmtlError
 from recmtl.metrics.compare import INDEPENDENT, PAIRED
 from recmtl.metrics.compare_html import render_compare_html
 from tests.metrics.page_parts import SVG, cells, external_parts, plots, texts, tick_marks
@@ -63,7 +64,7 @@ def test_output_paths_put_the_page_beside_the_json(tmp_path):
     assert output_paths(tmp_path / "new") == (tmp_path / "new" / "compare.json",
                                               tmp_path / "new" / "compare.html")
     assert output_paths(tmp_path / "ab.json") == (tmp_path / "ab.json", tmp_path / "ab.html")
-    with pytest.raises(ValueError, match="name the JSON file"):
+    with pytest.raises(RecmtlError, match="name the JSON file"):
         output_paths(tmp_path / "ab.html")
 
 
