@@ -6,6 +6,7 @@
     recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out FILE]
     recmtl prepare SPEC.yaml [--source URI] [--output DIR] [--previous DIR]
     recmtl prepare-census [--src CSV.gz] [--out DIR]
+    recmtl daily CONFIG [dotted.key=value ...]
 
 Every command takes --verbose (third-party warnings and logs as they come) and --debug (a
 traceback with any error). An expected failure (a bad config, bad data, a missing path, an
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, parents=[common])
         p.add_argument("config", type=Path)
         p.add_argument("overrides", nargs="*", help="dotted.key=value")
+        if name == "train":
+            p.add_argument("--warm-start", metavar="RUN", help="start from this model: a "
+                           "checkpoint, a run directory or an MLflow run id (tables may have "
+                           "grown, workers may differ)")
         if name in ("evaluate", "export"):
             p.add_argument("--checkpoint", help="default: the newest run of this config")
             p.add_argument("--out", help="output directory (default: beside the checkpoint)")
@@ -77,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="override the spec's output")
     p.add_argument("--previous", help="start from this earlier preparation (its vocabularies, "
                    "ids and transforms; override the spec's previous)")
+    p = sub.add_parser("daily", help="continue one model over a window of days: prepare, "
+                       "warm-start, test on the next day, register, promote", parents=[common])
+    p.add_argument("config", type=Path)
+    p.add_argument("overrides", nargs="*", help="dotted.key=value")
     p = sub.add_parser("prepare-census", help="Census-Income (KDD) CSV -> feature store + config",
                        parents=[common])
     p.add_argument("--src", default="../shared/data/census-income-kdd/census-income.test.gz")
@@ -130,6 +139,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         overrides = {k: v for k, v in (("source", args.source), ("output", args.output),
                                        ("previous", args.previous)) if v}
         prepare(load_spec(args.spec, overrides))
+    elif args.command == "daily":
+        from pipelines.jobs.daily import daily
+
+        daily(args.config, args.overrides, quiet=not args.verbose)
     elif args.command == "prepare-census":
         from pipelines.feature_store.census import prepare as prepare_census
 
@@ -146,7 +159,7 @@ def _config_command(args: argparse.Namespace, cfg: Config) -> None:
     elif args.command == "train":
         from pipelines.jobs.train import train
 
-        train(cfg, quiet=not args.verbose)
+        train(cfg, quiet=not args.verbose, warm_start=args.warm_start)
     elif args.command == "evaluate" and args.bundle:
         from pipelines.jobs.evaluate import evaluate, with_slices
 

@@ -25,6 +25,9 @@ _WARNINGS = [  # (category, module regex, message regex)
     (FutureWarning, "", r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # via copyreg
     (UserWarning, r"mlflow\..*", r"Hint: Inferred schema contains integer column"),
     (UserWarning, "", r"The axis name: .* will not be used"),
+    (UserWarning, r"torchmetrics\..*", ""),
+    # torchrec's sharded state dicts are ShardedTensors; reading their sizes (warm start) warns
+    (FutureWarning, "", r"Please use DTensor instead and we are deprecating ShardedTensor"),
     (DeprecationWarning, "", ""),
 ]
 

@@ -11,6 +11,7 @@ from recmtl.config.loading import (
 from recmtl.config.schema import (
     ARCHITECTURES,
     Config,
+    DailyConfig,
     DataConfig,
     EvaluateConfig,
     ExportConfig,
@@ -28,7 +29,7 @@ from recmtl.config.schema import (
 from recmtl.errors import ConfigError
 
 __all__ = [
-    "ARCHITECTURES", "Config", "ConfigError", "DataConfig", "EvaluateConfig", "ExportConfig",
+    "ARCHITECTURES", "Config", "ConfigError", "DailyConfig", "DataConfig", "EvaluateConfig", "ExportConfig",
     "FeaturesConfig", "LossConfig", "MlflowConfig", "ModelConfig", "ScheduleConfig",
     "SparseFeatureConfig", "SyntheticConfig", "TableConfig", "TaskConfig", "TrainConfig",
     "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping",

@@ -279,6 +279,30 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class DailyConfig:
+    """`recmtl daily CONFIG`: one model continued day over day (pipelines/jobs/daily.py).
+
+    For each day d of the window: `recmtl prepare` the raw exports of day d (train; its last
+    ``valid_hours`` validate) and day d + 1 (test) with ``spec``, starting from day d - 1's
+    preparation; train warm-started from day d - 1's model; score it and the current
+    ``alias`` model on day d + 1's raw rows (progressive validation: a model is always tested
+    on the day after its data); register the version with its lineage and move ``alias`` to
+    it unless some task in ``promote_tasks`` (empty: every binary task) loses more than
+    ``promote_tolerance`` AUC against the current one.
+    """
+
+    raw: str = ""  # directory of raw exports named day-NNNN.parquet, one per day
+    spec: str = ""  # the feature schema (`recmtl prepare`); relative paths from the config file
+    work_dir: str = "runs/daily"  # prepared data per day and daily.json
+    first_day: int = 0
+    days: int = 0  # 0: every day that has a next day
+    valid_hours: float = 4.0
+    promote_tolerance: float = 0.002
+    promote_tasks: tuple[str, ...] = ()
+    alias: str = "champion"
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     features: FeaturesConfig
@@ -293,6 +317,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    daily: DailyConfig = field(default_factory=DailyConfig)
 
     def task(self, name: str) -> TaskConfig:
         return next(t for t in self.tasks if t.name == name)

@@ -1,0 +1,204 @@
+"""`recmtl daily CONFIG`: one model continued over a window of days (``daily:`` in the config).
+
+For each day d: prepare day d (+ day d + 1 as the test split) from day d - 1's preparation,
+so known ids keep their rows; train warm-started from day d - 1's model; score the new model
+and the current ``alias`` model on day d + 1's raw rows, each through its own bundle's
+transforms (the same rows for both, whatever their vocabularies); register the version with
+its lineage; promote it unless a gated task loses more than ``promote_tolerance`` AUC.
+Writes ``<work_dir>/daily.json``: per day the AUCs, the decision and its reason, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recmtl.config import Config, load_config
+from recmtl.config.loading import read_yaml_mapping
+from recmtl.errors import ConfigError
+from recmtl.metrics.auc import auc
+
+
+@dataclass(frozen=True)
+class Day:
+    """Day ``index`` of the window: its raw export and the next day's (the test rows)."""
+
+    index: int
+    raw: Path
+    next_raw: Path
+
+    @property
+    def name(self) -> str:
+        return f"day-{self.index:04d}"
+
+
+def window(cfg: Config, config_dir: Path) -> list[Day]:
+    """The days to run: every raw day from ``first_day`` that has a next day, ``days`` of them."""
+    raw = _path(cfg.daily.raw, config_dir)
+    files = {int(p.stem.removeprefix("day-")): p for p in raw.glob("day-*.parquet")}
+    if not files:
+        raise ConfigError(f"daily.raw: no day-NNNN.parquet files in {raw}")
+    days = [Day(d, files[d], files[d + 1]) for d in sorted(files)
+            if d >= cfg.daily.first_day and d + 1 in files]
+    if cfg.daily.days:
+        days = days[:cfg.daily.days]
+    if not days:
+        raise ConfigError(f"daily: no day from {cfg.daily.first_day} on has a next day in {raw}")
+    return days
+
+
+def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+          quiet: bool = True) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.jobs.train import train
+
+    cfg = load_config(config_path, overrides)
+    config_dir = Path(config_path).resolve().parent
+    if not cfg.daily.spec:
+        raise ConfigError(f"{config_path}: daily.spec (the feature schema) is required")
+    spec_path = _path(cfg.daily.spec, config_dir)
+    work = Path(cfg.daily.work_dir).resolve()
+    model_name = cfg.mlflow.registered_model_name or cfg.name
+    results: list[dict[str, Any]] = []
+    previous_data: Path | None = None
+    previous_run: str | None = None
+    for day in window(cfg, config_dir):
+        t0 = time.perf_counter()
+        data_dir = prepare_day(day, spec_path, config_path, work, previous_data, cfg.daily.valid_hours)
+        prepare_s = time.perf_counter() - t0
+        day_cfg = load_config(data_dir / f"{_spec_name(spec_path)}.yaml", [
+            *overrides, f"mlflow.registered_model_name={model_name}",
+            f"output_dir={work / 'runs'}", f"data.root={data_dir}"])
+        window_tag = f"{day.raw.name}..{day.next_raw.name}"
+        summary = train(day_cfg, quiet=quiet, warm_start=previous_run,
+                        tags={"recmtl.daily.day": str(day.index), "recmtl.data_window": window_tag})
+        client = MlflowClient(summary["tracking_uri"])
+        decision = promote(client, model_name, summary, day, day_cfg, cfg.daily)
+        results.append({"day": day.index, "window": window_tag, "prepare_seconds": prepare_s,
+                        "train_seconds": summary["train_seconds"], "run_id": summary["run_id"],
+                        "model_version": summary["model_version"], **decision})
+        print(f"{day.name}: {decision['reason']}", flush=True)
+        previous_data, previous_run = data_dir, summary["run_dir"]
+    out = {"model": model_name, "alias": cfg.daily.alias, "days": results}
+    (work / "daily.json").write_text(json.dumps(out, indent=2))
+    print(f"wrote {work / 'daily.json'}")
+    return out
+
+
+def prepare_day(day: Day, spec_path: Path, config_path: str | Path, work: Path,
+                previous: Path | None, valid_hours: float, history: tuple[Path, ...] = ()
+                ) -> Path:
+    """Day d's training store under ``work/day-NNNN/data``: train on day d up to its last
+    ``valid_hours`` (and on the ``history`` days before it, when given), validate on those
+    hours, test on day d + 1; from ``previous``'s vocabularies if given."""
+    from pipelines.feature_store.prepare import prepare
+    from pipelines.feature_store.spec import load_spec
+
+    raw_spec = read_yaml_mapping(spec_path)
+    split = dict(raw_spec.get("split") or {})
+    if split.get("kind") != "time" or not split.get("column"):
+        raise ConfigError(f"{spec_path}: the daily job needs a time split (split.kind: time, "
+                          "split.column)")
+    start = _day_start(day.raw, split["column"])
+    day_ns = np.timedelta64(1, "D")
+    split |= {"valid_from": str(start + day_ns - np.timedelta64(int(valid_hours * 3600), "s")),
+              "test_from": str(start + day_ns)}
+    source = work / day.name / "source"
+    source.mkdir(parents=True, exist_ok=True)
+    for raw in (*history, day.raw, day.next_raw):
+        link = source / raw.name
+        if not link.exists():
+            link.symlink_to(raw.resolve())
+    out = work / day.name / "data"
+    overrides: dict[str, Any] = {"source": str(source), "output": str(out), "split": split,
+                                 "base_config": str(Path(config_path).resolve())}
+    if previous is not None:
+        overrides["previous"] = str(previous)
+    prepare(load_spec(spec_path, overrides))
+    return out
+
+
+def raw_aucs(bundle: str | Path, rows: pa.Table, cfg: Config, tasks: list[str]) -> dict[str, float]:
+    """AUC per task of a bundle on raw feature-store rows (its own transforms), each task in
+    its sample space."""
+    from recmtl.export.scorer import BundleScorer
+
+    scores = BundleScorer(bundle).score_raw(rows, where="daily test rows")
+    out = {}
+    for name in tasks:
+        task = cfg.task(name)
+        labels = rows.column(task.label).to_numpy(zero_copy_only=False).astype(np.float64)
+        keep = (rows.column(task.space).to_numpy(zero_copy_only=False) > 0 if task.space
+                else np.ones(len(labels), dtype=bool))
+        value = auc(labels[keep], scores[name].numpy()[keep])
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg: Config,
+            daily_cfg: Any) -> dict[str, Any]:
+    """Moves ``alias`` to the new version unless it loses more than the tolerance on a gated
+    task against the current alias on day d + 1's raw rows; tags the version either way."""
+    version = summary["model_version"]
+    tasks = list(daily_cfg.promote_tasks) or [t.name for t in cfg.tasks if t.kind == "binary"]
+    rows = pq.read_table(day.next_raw)
+    candidate = raw_aucs(summary["export"], rows, cfg, tasks)
+    champion_version, champion = None, None
+    try:
+        current = client.get_model_version_by_alias(model_name, daily_cfg.alias)
+        champion_version = current.version
+        bundle = Path(client.get_run(current.run_id).data.tags["recmtl.checkpoint"])
+        champion = raw_aucs(bundle.parent.parent.parent / "export", rows, cfg, tasks)
+    except Exception as e:  # no alias yet (the first day): nothing to beat
+        if "alias" not in str(e).lower() and "not found" not in str(e).lower():
+            raise
+    worse = {t: (candidate[t], champion[t]) for t in tasks if champion and t in candidate
+             and t in champion and candidate[t] < champion[t] - daily_cfg.promote_tolerance}
+    if champion is None:
+        promoted, reason = True, f"version {version} promoted to {daily_cfg.alias!r} (the first)"
+    elif worse:
+        promoted = False
+        reason = (f"version {version} not promoted: " + "; ".join(
+            f"{t} AUC {c:.4f} < {daily_cfg.alias} (version {champion_version}) {w:.4f} - "
+            f"{daily_cfg.promote_tolerance}" for t, (c, w) in worse.items()))
+    else:
+        promoted = True
+        reason = (f"version {version} promoted to {daily_cfg.alias!r}: " + ", ".join(
+            f"{t} {candidate[t]:.4f} vs {champion[t]:.4f}" for t in tasks if t in candidate
+            and t in champion))
+    tags = {"recmtl.parent_run": summary.get("parent_run") or "",
+            "recmtl.data_window": f"{day.raw.name}..{day.next_raw.name}",
+            "recmtl.data_version": summary.get("data_version") or "",
+            "recmtl.config_hash": client.get_run(summary["run_id"]).data.tags.get(
+                "recmtl.config_hash", ""),
+            "recmtl.promotion": reason}
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    if promoted:
+        client.set_registered_model_alias(model_name, daily_cfg.alias, version)
+    return {"promoted": promoted, "reason": reason, "auc": candidate,
+            "champion_auc": champion, "champion_version": champion_version}
+
+
+def _day_start(path: Path, column: str) -> np.datetime64:
+    first = pc.min(pq.read_table(path, columns=[column]).column(column)).as_py()
+    return np.datetime64(first.replace(tzinfo=None), "D")
+
+
+def _path(value: str, config_dir: Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() or path.exists() else (config_dir / path)
+
+
+def _spec_name(spec_path: Path) -> str:
+    return str(read_yaml_mapping(spec_path)["name"])
