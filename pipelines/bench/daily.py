@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipelines.cli import run_guarded
 from pipelines.jobs.daily import daily, prepare_day, raw_aucs, window
+from pipelines.jobs.lineage import run_dir_of
 from recmtl.config import load_config
 from recmtl.logs import quiet_third_party
 
@@ -77,7 +78,7 @@ def _bundle_of(run_id: str, cfg: Any) -> Path:
     from recmtl.train.tracking import resolve_tracking_uri
 
     tags = MlflowClient(resolve_tracking_uri(cfg)).get_run(run_id).data.tags
-    return Path(tags["recmtl.checkpoint"]).parent.parent.parent / "export"
+    return run_dir_of(tags["recmtl.checkpoint"]) / "export"
 
 
 def _name(spec: Path) -> str:

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
 
+from pipelines.jobs.lineage import run_dir_of
 from recmtl.config import Config, load_config
 from recmtl.config.loading import read_yaml_mapping
 from recmtl.errors import ConfigError
@@ -156,12 +158,13 @@ def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg
     champion_version, champion = None, None
     try:
         current = client.get_model_version_by_alias(model_name, daily_cfg.alias)
-        champion_version = current.version
-        bundle = Path(client.get_run(current.run_id).data.tags["recmtl.checkpoint"])
-        champion = raw_aucs(bundle.parent.parent.parent / "export", rows, cfg, tasks)
-    except Exception as e:  # no alias yet (the first day): nothing to beat
-        if "alias" not in str(e).lower() and "not found" not in str(e).lower():
+    except MlflowException as e:  # no alias yet (the first day): nothing to beat
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
+    else:
+        champion_version = current.version
+        checkpoint = client.get_run(current.run_id).data.tags["recmtl.checkpoint"]
+        champion = raw_aucs(run_dir_of(checkpoint) / "export", rows, cfg, tasks)
     worse = {t: (candidate[t], champion[t]) for t in tasks if champion and t in candidate
              and t in champion and candidate[t] < champion[t] - daily_cfg.promote_tolerance}
     if champion is None:

@@ -24,6 +24,11 @@ class WarmSource:
     data_version: str | None = None
 
 
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (``<run dir>/ray/train/epoch-NNNN``)."""
+    return Path(checkpoint).parent.parent.parent
+
+
 def data_version(root: str) -> str | None:
     """The version of a store made by `recmtl prepare` (its ``transforms.json``), else None."""
     path = Path(root) / "transforms.json"
@@ -36,8 +41,7 @@ def resolve_warm_start(ref: str, tracking_uri: str | None) -> WarmSource:
     """A checkpoint directory, a run directory (its ``checkpoint`` file) or an MLflow run id."""
     path = Path(ref)
     if (path / ".metadata").exists():
-        run_dir = path.parent.parent.parent  # <run dir>/ray/train/epoch-NNNN
-        return WarmSource(path.resolve(), *_summary(run_dir))
+        return WarmSource(path.resolve(), *_summary(run_dir_of(path)))
     if (path / "checkpoint").exists():
         return WarmSource(Path((path / "checkpoint").read_text().strip()), *_summary(path))
     if path.exists():
