@@ -59,12 +59,14 @@ def bench_daily(config: str, overrides: list[str], out: str | None) -> dict[str,
         c_auc = raw_aucs(first_bundle, test, day_cfg, tasks)
         rows.append({"day": day.index, "warm": a["auc"], "scratch": b_auc, "stale": c_auc,
                      "warm_train_s": a["train_seconds"], "scratch_train_s": b["train_seconds"],
+                     "warm_epoch_s": a["epoch_seconds"], "scratch_epoch_s": b["epoch_seconds"],
                      "scratch_job_s": b_seconds, "scratch_train_days": i + 1})
         for t in tasks:
             print(f"day {day.index} {t:6s} warm {a['auc'][t]:.4f}  scratch {b_auc[t]:.4f}  "
                   f"stale {c_auc[t]:.4f}  warm - scratch {a['auc'][t] - b_auc[t]:+.4f}", flush=True)
-        print(f"day {day.index} training seconds: warm {a['train_seconds']:.0f}, scratch "
-              f"{b['train_seconds']:.0f} ({i + 1} day(s) of rows)", flush=True)
+        print(f"day {day.index} training seconds (job / in epochs): warm {a['train_seconds']:.0f}"
+              f" / {a['epoch_seconds']:.0f}, scratch {b['train_seconds']:.0f} / "
+              f"{b['epoch_seconds']:.0f} ({i + 1} day(s) of rows)", flush=True)
     result = {"config": config, "overrides": overrides, "days": rows}
     path = Path(out) if out else work / "bench-daily.json"
     path.write_text(json.dumps(result, indent=2))

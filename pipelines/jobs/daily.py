@@ -86,7 +86,8 @@ def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         client = MlflowClient(summary["tracking_uri"])
         decision = promote(client, model_name, summary, day, day_cfg, cfg.daily)
         results.append({"day": day.index, "window": window_tag, "prepare_seconds": prepare_s,
-                        "train_seconds": summary["train_seconds"], "run_id": summary["run_id"],
+                        "train_seconds": summary["train_seconds"],
+                        "epoch_seconds": summary["epoch_seconds"], "run_id": summary["run_id"],
                         "model_version": summary["model_version"], **decision})
         print(f"{day.name}: {decision['reason']}", flush=True)
         previous_data, previous_run = data_dir, summary["run_dir"]

@@ -17,6 +17,7 @@ from recmtl.config import Config
 from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.launch import absolute_data_root, fit
+from recmtl.train.progress import epoch_seconds
 from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
 
 
@@ -74,7 +75,8 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
                "report_html": str(run_dir / "report.html"),
                "export": str(run_dir / "export"), "model_uri": model_uri,
                "model_version": model_version,
-               "train_seconds": round(train_s, 1), "data_version": version,
+               "train_seconds": round(train_s, 1), "epoch_seconds": epoch_seconds(run_dir),
+               "data_version": version,
                "warm_start": str(source.checkpoint) if source else None,
                "parent_run": source.run_id if source else None,
                "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}

@@ -10,6 +10,9 @@ driver) rank 0 draws it itself.
     {"event": "log", "step": 20, "loss": 1.0431, "samples_s": 33919.0}
     {"event": "epoch_end", "epoch": 0, "metrics": {"valid/auc_ctr": 0.8172, ...}}
     {"event": "resumed", "epoch": 0, "batch": 40, "global_step": 40}
+
+Each line also carries ``"t"``, its wall-clock time, so ``epoch_seconds`` can tell the time
+spent in epochs (steps and validation) from the job's start-up.
 """
 
 from __future__ import annotations
@@ -95,10 +98,25 @@ class Progress:
         if not self.active:
             return
         if self.events is not None:
-            with self.events.open("a") as f:
-                f.write(json.dumps(event) + "\n")
+            with self.events.open("a") as f:  # "t": wall clock, so loop time is readable later
+                f.write(json.dumps(event | {"t": round(time.time(), 3)}) + "\n")
         else:
             self.bar = render(event, self.bar)
+
+
+def epoch_seconds(run_dir: str | Path) -> float | None:
+    """Seconds between each epoch's start and end events, summed; None without events."""
+    path = Path(run_dir) / EVENTS
+    if not path.exists():
+        return None
+    total, start = 0.0, None
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "epoch_start":
+            start = event.get("t")
+        elif event["event"] == "epoch_end" and start is not None and "t" in event:
+            total, start = total + event["t"] - start, None
+    return round(total, 1)
 
 
 def render(event: dict[str, Any], bar: tqdm | None) -> tqdm | None:

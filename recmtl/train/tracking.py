@@ -92,14 +92,22 @@ def start_run(cfg: Config, run_name: str) -> str:
     """Starts the job's MLflow run with the resolved config as params; returns its id."""
     uri = resolve_tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None:
+    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    elif uri.startswith("sqlite:///"):
         # A local store keeps artifacts beside its database, not in the caller's cwd.
         artifacts = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-        mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts.as_uri())
-    mlflow.set_experiment(cfg.mlflow.experiment)
+        experiment_id = mlflow.create_experiment(cfg.mlflow.experiment,
+                                                 artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = mlflow.create_experiment(cfg.mlflow.experiment)
     if cfg.mlflow.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
-    run = mlflow.start_run(run_name=run_name, log_system_metrics=cfg.mlflow.system_metrics)
+    # The experiment goes to this run only: mlflow.set_experiment would leave it as the
+    # process's active experiment, which a caller on another store would then inherit.
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                           log_system_metrics=cfg.mlflow.system_metrics)
     mlflow.set_tags({"recmtl.git_commit": git_commit(), "recmtl.config_hash": config_hash(cfg),
                      "recmtl.data_fingerprint": data_fingerprint(cfg.data.root)})
     params = {k: str(v) for k, v in flatten(cfg.to_dict()).items()}
