@@ -74,6 +74,7 @@ STANDARD_GEN = "recmtl generate configs/bench/standard.yaml"
 SMOKE_GEN = "recmtl generate configs/smoke.yaml"
 CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
+MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
 
 
@@ -134,11 +135,20 @@ TABLE: list[Entry] = [
           extra=("synthetic.rows_per_day=5000", "synthetic.num_users=2000",
                  "synthetic.num_items=2000", "synthetic.row_group_size=2000")),
     Entry(_exact("recmtl prepare configs/daily/prepare.yml"), "run", after=(DAILY_GEN,)),
+    Entry(_exact(MANAGED_GEN), "run", extra=SMALL_DATA),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
     Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
           after=(SMOKE_GEN,)),
     Entry(r"recmtl train configs/models/(shared_bottom|home)\.yaml", "heavy", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
+    Entry(_exact("recmtl daily configs/daily/daily.yaml"), "heavy",
+          "six days of small-store preparation, training and registration",
+          extra=("daily.days=2", *SMALL_TRAIN), after=(DAILY_GEN,)),
+    Entry(_exact("recmtl train configs/managed.yaml"), "heavy", extra=SMALL_TRAIN,
+          after=(MANAGED_GEN,)),
+    Entry(_exact("python -m pipelines.bench.managed configs/daily/daily.yaml"), "heavy",
+          "three Ray trainings (vocabulary, hash, managed) on the small daily store",
+          extra=SMALL_TRAIN, after=(DAILY_GEN,)),
     Entry(_exact("recmtl train configs/quality/funnel_24m.yaml"), "heavy", extra=SMALL_TRAIN,
           after=("recmtl generate configs/quality/funnel_24m.yaml",)),
     Entry(r"recmtl train configs/demo\.yaml train\.epochs=2( data\.batch_size=8192)?", "heavy",
@@ -176,6 +186,8 @@ TABLE: list[Entry] = [
     Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
     Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
     Entry(_exact("recmtl prepare-census [--src CSV.gz] [--out DIR]"), "help"),
+    Entry(_exact("recmtl train CONFIG --warm-start RUN"), "help"),
+    Entry(_exact("recmtl prepare --previous"), "help", "named in prose"),
     Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR]"), "help"),
     Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] "
                  "[--keep COL] [--raw]"), "help"),

@@ -107,6 +107,26 @@ def _map_ids(f: SparseSpec, keys: list[str], ids: list[int]) -> pl.Expr:
     return mapped(pl.col(f.source)).alias(f.name)
 
 
+def open_ids(values: pl.Series) -> pl.Series:
+    """A managed table's raw ids: blake2b-64 of each value's text, shifted right by one bit
+    (an int64 below the maximum, torchrec's empty mark); null is 0."""
+    text = values.cast(pl.String)
+    ids = (blake2b64(str(v) for v in text.fill_null("").to_list()) >> np.uint64(1)).astype(np.int64)
+    return pl.Series(np.where(text.is_null().to_numpy(), 0, ids), dtype=pl.Int64)
+
+
+def _sparse_expr(f: SparseSpec, table: dict[str, Any]) -> pl.Expr:
+    kind = table["transform"]
+    if kind == "identity":
+        return pl.col(f.source).cast(pl.List(pl.Int64) if f.multi_valued else pl.Int64).alias(f.name)
+    if kind == "managed":
+        if f.multi_valued:
+            return pl.col(f.source).list.eval(pl.element().map_batches(
+                open_ids, return_dtype=pl.Int64)).fill_null([]).alias(f.name)
+        return pl.col(f.source).map_batches(open_ids, return_dtype=pl.Int64).alias(f.name)
+    return _map_ids(f, table.get("keys", []), table.get("ids", []))
+
+
 def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec, chain: incremental.Chain
                ) -> dict[str, dict[str, Any]]:
     """Per table: its size and, for vocab and hash, the value -> id mapping (vocabularies:
@@ -118,8 +138,8 @@ def fit_tables(frame: pl.LazyFrame, spec: PrepareSpec, chain: incremental.Chain
     out: dict[str, dict[str, Any]] = {}
     for name, features in tables.items():
         first = features[0]
-        if first.transform == "identity":
-            out[name] = {"size": first.buckets, "transform": "identity"}
+        if first.transform in ("identity", "managed"):
+            out[name] = {"size": first.buckets, "transform": first.transform}
             continue
         if first.transform == "vocab":
             out[name] = chain.fit_vocab(train, name, features)
@@ -255,10 +275,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
     fitted = fit_dense(frame, spec)
     dense = chain.dense(fitted)
 
-    outputs = [_map_ids(f, tables[f.table_name].get("keys", []), tables[f.table_name].get("ids", []))
-               if tables[f.table_name]["transform"] != "identity"
-               else pl.col(f.source).cast(pl.List(pl.Int64) if f.multi_valued else pl.Int64).alias(f.name)
-               for f in spec.sparse]
+    outputs = [_sparse_expr(f, tables[f.table_name]) for f in spec.sparse]
     outputs += [_dense_expr(d, dense[d.name]) for d in spec.dense]
     outputs += [pl.col(c).cast(pl.Int8).alias(c) for c in spec.labels]
     if spec.group:
@@ -387,7 +404,9 @@ def _write_config(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]
                   dense: dict[str, Any]) -> None:
     sparse_tables = {f.table_name: f for f in spec.sparse}
     cfg_tables = [{"name": n, "num_embeddings": int(tables[n]["size"]), "dim": f.dim,
-                   "pooling": f.pooling} for n, f in sparse_tables.items()]
+                   "pooling": f.pooling} | ({"managed_collision": {}} if f.transform == "managed"
+                                            else {})
+                  for n, f in sparse_tables.items()]
     cfg_sparse = [{"name": f.name, "table": f.table_name, "multi_valued": f.multi_valued}
                   for f in spec.sparse]
     for d in spec.dense:

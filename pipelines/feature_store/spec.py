@@ -22,8 +22,11 @@ It says which raw columns become which training columns and how:
 
 Sparse transforms: ``vocab`` (ids 1..V by train frequency, values seen fewer than
 ``min_count`` times in train and values never seen there map to 0, the OOV id), ``hash``
-(blake2b-64 of the value's text, mod ``buckets - 1``, plus 1; 0 is null) and ``identity``
-(integer ids already in ``[0, num_embeddings)``). Features naming the same ``table`` share one
+(blake2b-64 of the value's text, mod ``buckets - 1``, plus 1; 0 is null), ``identity``
+(integer ids already in ``[0, num_embeddings)``) and ``managed`` (an open id space: the raw id
+is blake2b-64 of the value's text shifted right by one bit, null is 0, and the trainer's
+managed-collision table of ``buckets`` rows gives rows to the frequent ids as training sees
+them; no vocabulary pass). Features naming the same ``table`` share one
 embedding table and one id space (a vocabulary fit on all of their train values). Dense
 transforms: ``none``, ``log1p``, ``standardize``, ``log1p_standardize`` (statistics from train)
 and ``bucketize`` (``num_buckets`` train quantiles -> a sparse feature with ids 1..n, 0 for null).
@@ -41,7 +44,7 @@ from typing import Any
 
 from recmtl.config import ConfigError, build_dataclass, read_yaml_mapping
 
-SPARSE_TRANSFORMS = ("vocab", "hash", "identity")
+SPARSE_TRANSFORMS = ("vocab", "hash", "identity", "managed")
 DENSE_TRANSFORMS = ("none", "log1p", "standardize", "log1p_standardize", "bucketize")
 
 
@@ -52,7 +55,7 @@ class SparseSpec:
     table: str | None = None  # default: name
     transform: str = "vocab"
     min_count: int = 1
-    buckets: int | None = None  # hash: the table size; identity: num_embeddings
+    buckets: int | None = None  # hash, managed: the table size; identity: num_embeddings
     multi_valued: bool = False
     dim: int = 16
     pooling: str = "sum"
@@ -182,7 +185,7 @@ def check_spec(spec: PrepareSpec, source: str) -> None:
         where = f"sparse.{f.name}"
         if f.transform not in SPARSE_TRANSFORMS:
             fail(f"{where}.transform: {f.transform!r} not in {SPARSE_TRANSFORMS}")
-        if f.transform in ("hash", "identity") and (f.buckets is None or f.buckets < 2):
+        if f.transform in ("hash", "identity", "managed") and (f.buckets is None or f.buckets < 2):
             fail(f"{where}.buckets: {f.transform} needs buckets >= 2 (the table size)")
         if f.min_count < 1 or f.dim < 1:
             fail(f"{where}: min_count and dim must be >= 1")

@@ -17,6 +17,7 @@ from recmtl.config.schema import (
     ExportConfig,
     FeaturesConfig,
     LossConfig,
+    ManagedCollisionConfig,
     MlflowConfig,
     ModelConfig,
     ScheduleConfig,
@@ -30,7 +31,8 @@ from recmtl.errors import ConfigError
 
 __all__ = [
     "ARCHITECTURES", "Config", "ConfigError", "DailyConfig", "DataConfig", "EvaluateConfig", "ExportConfig",
-    "FeaturesConfig", "LossConfig", "MlflowConfig", "ModelConfig", "ScheduleConfig",
+    "FeaturesConfig", "LossConfig",
+    "ManagedCollisionConfig", "MlflowConfig", "ModelConfig", "ScheduleConfig",
     "SparseFeatureConfig", "SyntheticConfig", "TableConfig", "TaskConfig", "TrainConfig",
     "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping",
 ]

@@ -33,6 +33,13 @@ def _check_features(cfg: Config, fail: Fail) -> None:
             fail(f"features.tables.{t.name}: num_embeddings and dim must be positive")
         if t.lr is not None and t.lr <= 0:
             fail(f"features.tables.{t.name}.lr: must be > 0")
+        mc = t.managed_collision
+        if mc is not None and (t.num_embeddings < 2 or mc.eviction_interval < 1):
+            fail(f"features.tables.{t.name}.managed_collision: needs num_embeddings >= 2 (the "
+                 "last row is shared by ids without one) and eviction_interval >= 1")
+        if mc is not None and cfg.train.pipeline == "sparse_dist":
+            fail(f"features.tables.{t.name}.managed_collision: ids are mapped to rows before "
+                 "the lookup, which train.pipeline: sparse_dist skips; use train.pipeline: none")
     names = [f.name for f in cfg.features.sparse]
     if len(set(names)) != len(names):
         fail("features.sparse: duplicate feature name")

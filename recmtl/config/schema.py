@@ -27,8 +27,25 @@ Decay = Literal["constant", "linear", "cosine"]
 Pooling = Literal["sum", "mean"]
 Device = Literal["cpu", "cuda"]
 Pipeline = Literal["none", "sparse_dist"]
+Eviction = Literal["lfu", "lru", "distance_lfu"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
+
+
+@dataclass(frozen=True)
+class ManagedCollisionConfig:
+    """An open id space for one table (torchrec's zero-collision MCH module): the column holds
+    raw int64 ids in ``[0, 2**63 - 1)``, and each id seen often enough in training owns a row
+    until evicted; an id without a row (never admitted, or evicted) reads the table's last row.
+
+    ``eviction``: which ids lose their rows when the table is full (``lfu``: the least often
+    seen, ``lru``: the least recently seen, ``distance_lfu``: counts decayed by the steps since
+    last seen). ``eviction_interval``: training steps between admissions; ids are recorded
+    meanwhile, so the first interval's ids all read the shared last row.
+    """
+
+    eviction: Eviction = "distance_lfu"
+    eviction_interval: int = 10
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,8 @@ class TableConfig:
     row_wise, column_wise, table_column_wise, table_row_wise, data_parallel; empty: every
     model-parallel type the device offers). ``optimizer`` / ``lr``: this table's fused
     optimizer (default: ``train.sparse_optimizer`` / ``train.sparse_lr``).
+    ``managed_collision``: raw ids mapped to rows as they come (``num_embeddings`` slots, the
+    last shared by ids without a row of their own), instead of ids already in range.
     """
 
     name: str
@@ -48,6 +67,7 @@ class TableConfig:
     sharding: tuple[ShardingType, ...] = ()
     optimizer: SparseOptimizer | None = None
     lr: float | None = None
+    managed_collision: ManagedCollisionConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from recmtl.config import Config
 
+# A managed-collision table's raw ids: any int64 but its maximum, torchrec's empty-slot mark.
+OPEN_ID_SPACE = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class SparseColumn:
@@ -51,7 +54,8 @@ class FeatureSchema:
         extras = tuple(t.oracle for t in cfg.tasks if t.oracle) if with_extras else ()
         return cls(
             sparse=tuple(
-                SparseColumn(f.name, tables[f.table].num_embeddings, f.multi_valued)
+                SparseColumn(f.name, OPEN_ID_SPACE if tables[f.table].managed_collision
+                             else tables[f.table].num_embeddings, f.multi_valued)
                 for f in cfg.features.sparse
             ),
             dense=cfg.features.dense,

@@ -8,6 +8,8 @@ Layout of ``DIR``:
                             with a dynamic batch dimension
     dense.onnx              the same function in ONNX (outputs named after the tasks)
     dense.aoti.pt2          optional: AOTInductor-compiled package of ``dense.pt2``
+    managed/<table>.safetensors  a managed-collision table's id -> row mapping: ``ids`` (sorted
+                            raw ids) and ``rows``; other ids read the table's last row
     tables/<table>.parquet  optional: ``id int64, vector list<float32>`` for a key-value store
     raw/transforms.json     when the training data came from ``recmtl prepare``: its fitted
     raw/vocab/*.parquet     transforms, so the scorer also takes raw feature-store rows
@@ -99,6 +101,8 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
 
     raw = _copy_raw_transforms(cfg.data.root, out)
     files += raw
+    managed = _write_managed(model, out)
+    files += managed.values()
 
     dims = {t.name: t for t in cfg.features.tables}
     features, offset = [], 0
@@ -106,7 +110,7 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
         t = dims[f.table]
         features.append({"name": f.name, "table": f.table, "multi_valued": f.multi_valued,
                          "pooling": t.pooling, "dim": t.dim, "offset": offset,
-                         "id_transform": {"kind": "identity", "num_embeddings": t.num_embeddings}})
+                         "id_transform": _id_transform(t.name, t.num_embeddings, managed)})
         offset += t.dim
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -124,6 +128,27 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _write_managed(model: MultiTaskRanker, out: Path) -> dict[str, str]:
+    """``{table: file}`` of the managed tables' id -> row mappings."""
+    if model.managed_ids is None:
+        return {}
+    (out / "managed").mkdir(exist_ok=True)
+    files = {}
+    for table in model.managed_ids.tables:
+        ids, rows = model.managed_ids.mapping(table)
+        files[table] = f"managed/{table}.safetensors"
+        safetensors.torch.save_file({"ids": ids.contiguous(), "rows": rows.contiguous()},
+                                    str(out / files[table]))
+    return files
+
+
+def _id_transform(table: str, num_embeddings: int, managed: dict[str, str]) -> dict[str, Any]:
+    if table not in managed:
+        return {"kind": "identity", "num_embeddings": num_embeddings}
+    return {"kind": "managed_collision", "num_embeddings": num_embeddings,
+            "mapping": managed[table], "default_row": num_embeddings - 1}
 
 
 def _copy_raw_transforms(data_root: str, out: Path) -> list[str]:

@@ -53,16 +53,39 @@ def rows_to_inputs(table: pa.Table, manifest: dict[str, Any], where: str = "inpu
     return ids, torch.from_numpy(dense)
 
 
+# The id range each transform accepts: rows of the table, or a managed table's raw ids (any
+# int64 but its maximum).
+_ID_RANGE = {"identity": lambda spec: spec["num_embeddings"],
+             "managed_collision": lambda spec: 2**63 - 1}
+
+
 def _transform(values: np.ndarray, feature: dict[str, Any], where: str) -> np.ndarray:
     spec = feature["id_transform"]
-    if spec["kind"] != "identity":
+    if spec["kind"] not in _ID_RANGE:
         raise BundleError(f"{where}: unknown id transform {spec['kind']!r} for {feature['name']!r}")
     if not np.issubdtype(values.dtype, np.integer):
         raise BundleError(f"{where}: column {feature['name']!r} has {values.dtype} ids; "
                           "expected integers")
+    if values.dtype == np.uint64 and values.size and values.max() >= 2**63:
+        raise BundleError(f"{where}: column {feature['name']!r} has ids of 2**63 or more")
     values = values.astype(np.int64)
-    bad = (values < 0) | (values >= spec["num_embeddings"])
+    end = _ID_RANGE[spec["kind"]](spec)
+    bad = (values < 0) | (values >= end)
     if bad.any():
         raise BundleError(f"{where}: column {feature['name']!r} has {int(bad.sum())} id(s) outside "
-                          f"[0, {spec['num_embeddings']}) (first: {int(values[bad][0])})")
+                          f"[0, {end}) (first: {int(values[bad][0])})")
     return values
+
+
+def lookup_rows(ids: torch.Tensor, sorted_ids: torch.Tensor, rows: torch.Tensor,
+                default_row: int) -> torch.Tensor:
+    """Rows of a managed table's raw ``ids`` given its mapping (``sorted_ids`` and the rows
+    they own); ids without a row read ``default_row``.
+
+        >>> lookup_rows(torch.tensor([7, 3, 9]), torch.tensor([3, 7]), torch.tensor([1, 0]), 2)
+        tensor([0, 1, 2])
+    """
+    if sorted_ids.numel() == 0:
+        return torch.full_like(ids, default_row)
+    at = torch.searchsorted(sorted_ids, ids).clamp(max=sorted_ids.numel() - 1)
+    return torch.where(sorted_ids[at] == ids, rows[at], torch.full_like(ids, default_row))

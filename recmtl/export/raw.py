@@ -10,8 +10,10 @@ compare the two row by row.
 The rules, as prepare applies them: a value's text (integers in decimal, strings as they are)
 maps through the vocabulary to its id (``1..V`` when fresh; an incremental preparation may
 leave the rows of retired values free), or to 0 when unseen; ``hash`` is blake2b-64 of the
-text, mod ``size - 1``, plus 1; null ids are 0 under ``nulls.sparse: oov`` and an error under
-``error``, a null list is empty; ``identity`` ids pass as they are, to the scorer's own checks.
+text, mod ``size - 1``, plus 1; ``managed`` is blake2b-64 of the text shifted right by one
+bit (a raw id for the bundle's managed-collision mapping); null ids are 0 under
+``nulls.sparse: oov`` and an error under ``error``, a null list is empty; ``identity`` ids pass
+as they are, to the scorer's own checks.
 Dense values go through ``log1p``, then ``(x - mean) / std``; nulls take the fill (0 when
 standardised, else the train mean) under ``nulls.dense: mean``. A bucketised float becomes ids
 ``1 + #(boundaries <= x)``, 0 for null. NaN or infinite floats are errors, as in prepare.
@@ -117,7 +119,9 @@ class RawTransforms:
             return np.where(found >= 0, ids[np.maximum(found, 0)] if len(ids) else 0, 0)
         unique, inverse = np.unique(np.asarray(text.fill_null("").to_pylist(), dtype=object),
                                     return_inverse=True)
-        hashed = (blake2b64(unique) % np.uint64(f["size"] - 1) + np.uint64(1)).astype(np.int64)
+        digest = blake2b64(unique)
+        hashed = ((digest >> np.uint64(1)) if f["transform"] == "managed"  # raw open ids
+                  else digest % np.uint64(f["size"] - 1) + np.uint64(1)).astype(np.int64)
         ids = hashed[inverse.reshape(-1)] if len(unique) else np.zeros(0, np.int64)
         return np.where(text.is_null().to_numpy(zero_copy_only=False), 0, ids)
 

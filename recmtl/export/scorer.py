@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from recmtl.export.checksum import sha256
-from recmtl.export.inputs import BundleError, rows_to_inputs
+from recmtl.export.inputs import BundleError, lookup_rows, rows_to_inputs
 from recmtl.export.raw import RawTransforms
 
 BACKENDS = ("torch", "onnx", "aoti")
@@ -52,6 +52,10 @@ class BundleScorer:
         self.dense_features = self.manifest["dense_features"]
         self.outputs: list[str] = self.manifest["outputs"]
         self._dense = self._load_dense(self.dir / _FILES[backend])
+        self.managed = {f["name"]: safetensors.torch.load_file(str(self.dir / spec["mapping"]))
+                        | {"default": spec["default_row"]}
+                        for f in self.features
+                        if (spec := f["id_transform"])["kind"] == "managed_collision"}
         raw = self.manifest.get("raw_transforms")
         self.raw = RawTransforms(self.dir / raw) if raw else None
 
@@ -83,6 +87,9 @@ class BundleScorer:
             if f["name"] not in ids:
                 raise BundleError(f"input lacks sparse feature {f['name']!r} required by the bundle")
             values, offsets = ids[f["name"]]
+            if f["name"] in self.managed:  # raw ids -> the rows they own
+                m = self.managed[f["name"]]
+                values = lookup_rows(values.long(), m["ids"], m["rows"], m["default"])
             parts.append(F.embedding_bag(values.long(), self.tables[f["table"]], offsets.long(),
                                          mode=f["pooling"], include_last_offset=True))
         return torch.cat(parts, dim=1)

@@ -8,6 +8,13 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.mc_modules import (
+    DistanceLFU_EvictionPolicy,
+    LFU_EvictionPolicy,
+    LRU_EvictionPolicy,
+    MCHEvictionPolicy,
+    MCHManagedCollisionModule,
+)
 
 from recmtl.config import ARCHITECTURES, Config, ModelConfig
 from recmtl.config.schema import Architecture
@@ -17,6 +24,7 @@ from recmtl.modules.aitm import AITMTransfer
 from recmtl.modules.gates import DSelectKGate, SoftmaxGate
 from recmtl.modules.home import HoME, SelfGate
 from recmtl.modules.interaction import DotInteraction
+from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
 from recmtl.modules.mmoe import MMoE
 from recmtl.modules.ple import PLE, CGCLevel
@@ -24,6 +32,11 @@ from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
 from recmtl.modules.shared_bottom import SharedBottom
 
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
+EVICTION_POLICIES: dict[str, Callable[[], MCHEvictionPolicy]] = {
+    "lfu": LFU_EvictionPolicy,
+    "lru": LRU_EvictionPolicy,
+    "distance_lfu": DistanceLFU_EvictionPolicy,
+}
 
 
 def _gate(model: ModelConfig, in_features: int, num_experts: int, num_gates: int = 1) -> nn.Module:
@@ -135,6 +148,25 @@ def embedding_configs(cfg: Config) -> list[EmbeddingBagConfig]:
     ]
 
 
+def build_managed_ids(cfg: Config) -> ManagedIds | None:
+    """The MCH modules of the tables with ``managed_collision`` (None when there are none).
+    They hold plain buffers, always allocated (never on the meta device): every rank keeps the
+    whole id -> row mapping."""
+    managed = {t.name: t for t in cfg.features.tables if t.managed_collision is not None}
+    if not managed:
+        return None
+    modules = {}
+    for name, t in managed.items():
+        mc = t.managed_collision
+        assert mc is not None
+        modules[name] = MCHManagedCollisionModule(
+            zch_size=t.num_embeddings, device=torch.device("cpu"), name=name,
+            eviction_policy=EVICTION_POLICIES[mc.eviction](),
+            eviction_interval=mc.eviction_interval)
+    return ManagedIds(modules, {f.name: f.table for f in cfg.features.sparse
+                                if f.table in managed})
+
+
 def pooled_width(cfg: Config) -> int:
     dims = {t.name: t.dim for t in cfg.features.tables}
     return sum(dims[f.table] for f in cfg.features.sparse)
@@ -172,4 +204,4 @@ def build_model(cfg: Config, embedding_device: str | torch.device = "cpu",
                                         device=torch.device(embedding_device))
     log_vars = len(cfg.tasks) if cfg.loss.weighting == "uncertainty" else 0
     return MultiTaskRanker(embeddings, dense_ranker, [f.name for f in cfg.features.sparse],
-                           num_loss_log_vars=log_vars)
+                           num_loss_log_vars=log_vars, managed_ids=build_managed_ids(cfg))

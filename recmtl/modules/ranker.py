@@ -11,6 +11,7 @@ from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP
 
 
@@ -71,21 +72,27 @@ class MultiTaskRanker(nn.Module):
     under table-wise sharding torchrec returns keys grouped by rank, so positional
     ``.values()`` would silently permute features against the unsharded model.
 
+    ``managed_ids`` maps the raw ids of managed-collision tables to rows before the lookup.
+
     ``loss_log_vars`` (uncertainty weighting: one learned log variance per task) is not used by
     ``forward``; it lives here so that it is replicated, optimised and checkpointed with the
     dense parameters.
     """
 
     def __init__(self, embeddings: EmbeddingBagCollection, dense_ranker: DenseRanker,
-                 feature_order: list[str], num_loss_log_vars: int = 0) -> None:
+                 feature_order: list[str], num_loss_log_vars: int = 0,
+                 managed_ids: ManagedIds | None = None) -> None:
         super().__init__()
         self.embeddings = embeddings
+        self.managed_ids = managed_ids
         self.dense_ranker = dense_ranker
         self.feature_order = list(feature_order)
         self.loss_log_vars = (nn.Parameter(torch.zeros(num_loss_log_vars))
                               if num_loss_log_vars else None)
 
     def pooled(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        if self.managed_ids is not None:
+            sparse = self.managed_ids(sparse)
         by_name = self.embeddings(sparse).to_dict()
         return torch.cat([by_name[f] for f in self.feature_order], dim=1)
 

@@ -62,12 +62,15 @@ class EpochHooks:
     """What the caller sees of an epoch. ``on_log(step, mean task losses, rows)`` runs every
     ``log_every`` steps and at the end, the only places the step syncs with the host;
     ``after_step(steps done)`` after every step (checkpoints, fault drills); ``rec_metrics``
-    (a torchrec ``RecMetricModule``) is updated with every step's predictions."""
+    (a torchrec ``RecMetricModule``) is updated with every step's predictions;
+    ``before_step(sparse)`` sees each training batch's ids before the forward (managed tables'
+    admission, ``recmtl.train.managed``; not in pipelined steps)."""
 
     log_every: int = 0  # 0: only at the end
     on_log: Callable[[int, list[float], int], None] | None = None
     after_step: Callable[[int], None] | None = None
     rec_metrics: Any = None
+    before_step: Callable[[Any], None] | None = None
 
 
 def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
@@ -121,6 +124,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
             if batch is None:
                 return
             batch = batch.to(device, non_blocking=True)
+            if hooks.before_step is not None:
+                hooks.before_step(batch.sparse)
             lap("data")
             total, terms, losses = forward_losses(batch)
             lap("forward")
@@ -160,6 +165,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
         finally:
             pipe.detach()  # plain forwards again (validation, export)
 
+    if plan.pipelined and hooks.before_step is not None:
+        raise ValueError("managed-collision tables need the plain step (train.pipeline: none)")
     if plan.pipelined and pcgrad is not None:
         raise ValueError("loss.weighting=pcgrad needs the plain step (train.pipeline: none)")
     model.train()

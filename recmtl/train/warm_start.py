@@ -61,7 +61,7 @@ def warm_start(model: torch.nn.Module, optimizer: Any, source: str | Path,
     for table, weight in tables.items():
         key = f"model.{TABLE_PREFIX}{table}.weight"
         if key not in saved:  # keeps its fresh state
-            fresh |= {flat for flat, _ in _row_tensors(state, table)}
+            fresh |= {flat for flat, _ in row_tensors(state, table)}
             continue
         old_shape = saved[key].size  # type: ignore[union-attr]
         remap = remaps.get(table)
@@ -75,7 +75,7 @@ def warm_start(model: torch.nn.Module, optimizer: Any, source: str | Path,
         _check_remap(table, old_ids, new_ids, old_shape[0], weight.size(0), source)
         carry = carries[table] = TableCarry(old_shape[0], weight.size(0), len(new_ids), False,
                                             (old_ids, new_ids))
-        for flat, live in _row_tensors(state, table):
+        for flat, live in row_tensors(state, table):
             if flat not in saved:
                 raise ConfigError(f"warm start from {source}: {flat} is not in the checkpoint "
                                   f"(was table {table!r} trained with another optimizer?)")
@@ -87,7 +87,7 @@ def warm_start(model: torch.nn.Module, optimizer: Any, source: str | Path,
         full = torch.empty(saved[flat].size, dtype=_local(live).dtype)  # type: ignore[union-attr]
         dcp.load(_nest(flat, full), checkpoint_id=str(source))
         assert carry.ids is not None
-        _copy_rows(full, live, *carry.ids)
+        copy_rows(full, live, *carry.ids)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     saved_tables = {k.removeprefix(f"model.{TABLE_PREFIX}").removesuffix(".weight") for k in saved
@@ -102,7 +102,7 @@ def _tables(model_state: dict[str, Any]) -> dict[str, Any]:
             if k.startswith(TABLE_PREFIX) and k.endswith(".weight")}
 
 
-def _row_tensors(state: dict[str, Any], table: str) -> list[tuple[str, Any]]:
+def row_tensors(state: dict[str, Any], table: str) -> list[tuple[str, Any]]:
     """``(flat DCP key, live sharded tensor)`` of the table's weight and of every fused
     optimizer state of it (their first dimension is the table's rows)."""
     param = f"{TABLE_PREFIX}{table}.weight"
@@ -143,7 +143,7 @@ def _local(tensor: Any) -> torch.Tensor:
     return shards[0].tensor if shards else torch.empty(0)
 
 
-def _copy_rows(full: torch.Tensor, target: Any, old_ids: np.ndarray, new_ids: np.ndarray) -> None:
+def copy_rows(full: torch.Tensor, target: Any, old_ids: np.ndarray, new_ids: np.ndarray) -> None:
     """Into each local shard of ``target``: row ``new`` <- ``full[old]`` for the pairs whose
     ``new`` row the shard holds (the shard's columns only, for column-wise tables)."""
     order = np.argsort(new_ids, kind="stable")

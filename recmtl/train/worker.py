@@ -25,6 +25,7 @@ from recmtl.models.builder import build_model
 from recmtl.modules.diagnostics import ExpertProbe, flat_metrics
 from recmtl.train.job import WorkerJob
 from recmtl.train.loop import EpochHooks, EpochStats, StepPlan, run_epoch
+from recmtl.train.managed import Admission
 from recmtl.train.progress import Progress
 from recmtl.train.rec_metrics import build_rec_metrics, computed
 from recmtl.train.schedule import LRSchedule
@@ -100,6 +101,9 @@ class WorkerRun:
             self.progress.resumed(self.progress_at)
         self.plan = StepPlan.from_config(cfg, self.device)
         self.rec_metrics = build_rec_metrics(cfg.tasks, self.train_reader.batch_size, self.device)
+        managed = self.model.module.managed_ids
+        self.admission = (Admission(managed, self.model, self.optimizer, cfg.seed + self.global_step)
+                          if managed is not None else None)
 
     def train_epoch(self, epoch: int) -> None:
         """Trains the rest of ``epoch`` (all of it unless resuming), validates, checkpoints."""
@@ -108,7 +112,7 @@ class WorkerRun:
         self.progress.epoch_start(epoch, self.steps_per_epoch, first, base)
         hooks = EpochHooks(log_every=self.cfg.train.log_every, on_log=self._on_log,
                            after_step=lambda done: self._after_step(epoch, first, base + done),
-                           rec_metrics=self.rec_metrics)
+                           rec_metrics=self.rec_metrics, before_step=self.admission)
         stats = run_epoch(self.model, self.optimizer, self.train_reader.epoch(epoch, first),
                           self.plan, self.steps_per_epoch - first, hooks)
         self.global_step += stats.steps
