@@ -187,6 +187,8 @@ TABLE: list[Entry] = [
     Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
     Entry(_exact("recmtl prepare-census [--src CSV.gz] [--out DIR]"), "help"),
     Entry(_exact("recmtl train CONFIG --warm-start RUN"), "help"),
+    Entry(_exact("recmtl train CONFIG [--warm-start RUN] [dotted.key=value ...]"), "help"),
+    Entry(_exact("recmtl daily CONFIG [dotted.key=value ...]"), "help"),
     Entry(_exact("recmtl prepare --previous"), "help", "named in prose"),
     Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR]"), "help"),
     Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] "
