@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from pipelines.feature_store import incremental
+from pipelines.feature_store import incremental, sequences
 from pipelines.feature_store.sources import (
     ExportSchema,
     check_types,
@@ -223,6 +223,7 @@ def check_values(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
             outside_ids = (pl.col(f.source).list.eval(outside(pl.element())).list.any()
                            if f.multi_valued else outside(pl.col(f.source)))
             checks[f"range:{f.source}"] = (outside_ids.fill_null(False), f"ids in [0, {f.buckets})")
+    checks |= sequences.alignment_checks(spec)
     if spec.weight:
         w = pl.col(spec.weight).cast(pl.Float64)
         checks[f"weight:{spec.weight}"] = (w.is_null() | w.is_nan() | (w < 0),
@@ -270,6 +271,7 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
              .with_columns(split_expr(spec, dtypes).alias(_SPLIT)))
     check_values(frame, spec)
     check_train_rows(frame, spec)
+    frame = sequences.cut(frame, spec)
     chain = incremental.begin(spec, dtypes, frame.filter(pl.col(_SPLIT) == 0), previous)
     tables = fit_tables(frame, spec, chain)
     fitted = fit_dense(frame, spec)
@@ -332,6 +334,7 @@ def split_counts(frame: pl.LazyFrame, spec: PrepareSpec,
             exprs.append((values.is_not_null() & ~values.is_in(known)).sum()
                          .alias(f"unseen:{f.name}"))
     exprs += [pl.col(d.source).is_null().sum().alias(f"dense:{d.name}") for d in spec.dense]
+    exprs += sequences.count_exprs(spec)
     out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     for row in frame.group_by(_SPLIT).agg(exprs).collect().iter_rows(named=True):
         out[SPLITS[row.pop(_SPLIT)]] = {k: int(v) for k, v in row.items()}
@@ -363,6 +366,7 @@ def _write_stats(spec: PrepareSpec, out: Path, files: list[str], counts: dict[st
             if c.get(f"dense:{d.name}"):
                 key = "nulls_to_zero_id" if d.transform == "bucketize" else "nulls_filled_mean"
                 policy[f"{key}/{d.name}"] = c[f"dense:{d.name}"]
+        policy |= sequences.policy_counts(spec, c)
         splits[split] = {"rows": c.get("__rows", 0), "policy_counts": policy,
                          "null_rates": {k: v / c["__rows"] for k, v in c.items()
                                         if k.startswith(("sparse:", "dense:"))
@@ -386,6 +390,8 @@ def _transforms(spec: PrepareSpec, tables: dict[str, dict[str, Any]],
                  "size": int(t["size"])}
         if t["transform"] == "vocab":
             entry["vocab"] = f"vocab/{f.table_name}.parquet"
+        if f.max_len is not None:
+            entry["max_len"] = f.max_len
         sparse.append(entry)
     transforms = {
         "format": TRANSFORMS_FORMAT, "nulls": dataclasses.asdict(spec.nulls), "sparse": sparse,

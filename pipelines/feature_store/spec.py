@@ -10,6 +10,8 @@ It says which raw columns become which training columns and how:
       - {name: user_id, transform: hash, buckets: 1000000}
       - {name: item_id, transform: vocab, min_count: 5}
       - {name: clicked_items, column: clicked_item_ids, table: item_id, multi_valued: true}
+      - {name: hist_items, table: item_id, multi_valued: true, max_len: 50}   # a sequence
+      - {name: hist_categories, multi_valued: true, max_len: 50, aligned_with: hist_items}
     dense:
       - {name: price, transform: log1p_standardize}
       - {name: age, transform: bucketize, num_buckets: 10}   # becomes a sparse feature
@@ -30,6 +32,12 @@ them; no vocabulary pass). Features naming the same ``table`` share one
 embedding table and one id space (a vocabulary fit on all of their train values). Dense
 transforms: ``none``, ``log1p``, ``standardize``, ``log1p_standardize`` (statistics from train)
 and ``bucketize`` (``num_buckets`` train quantiles -> a sparse feature with ids 1..n, 0 for null).
+Behaviour sequences are list columns ordered oldest first with a ``max_len``: prepare keeps
+each row's ``max_len`` most recent ids (the list's tail) and counts the rows it truncated and
+the empty or null lists (``stats.json``, per split); ``aligned_with`` names the sequence a side
+list (a category per item) runs beside: their lists must have equal lengths row by row (an
+error names the file and row otherwise) and share ``max_len``. Every feature reading a column
+sees the same truncated lists.
 Null policies: ``sparse: oov`` maps null ids to 0 and counts them, ``error`` refuses them;
 ``dense: mean`` fills the train mean (after the transform, so 0 when standardised) and counts,
 ``error`` refuses. NaN or infinite floats and labels outside {0, 1} are always errors.
@@ -59,6 +67,8 @@ class SparseSpec:
     multi_valued: bool = False
     dim: int = 16
     pooling: str = "sum"
+    max_len: int | None = None  # a behaviour sequence: keep the most recent max_len ids
+    aligned_with: str | None = None  # a side list of that sequence (equal lengths per row)
 
     @property
     def source(self) -> str:
@@ -167,6 +177,26 @@ def _replace(spec: PrepareSpec, **kw: Any) -> PrepareSpec:
     return dataclasses.replace(spec, **kw)
 
 
+def _check_sequences(spec: PrepareSpec, fail: Any) -> None:
+    by_name = {f.name: f for f in spec.sparse}
+    lengths: dict[str, int | None] = {}
+    for f in spec.sparse:
+        where = f"sparse.{f.name}"
+        if f.max_len is not None and (not f.multi_valued or f.max_len < 1):
+            fail(f"{where}.max_len: a sequence is a list column (multi_valued: true) with "
+                 "max_len >= 1")
+        if lengths.setdefault(f.source, f.max_len) != f.max_len:
+            fail(f"{where}.max_len: every feature reading column {f.source!r} must share "
+                 "max_len (they see the same truncated lists)")
+        if f.aligned_with is not None:
+            other = by_name.get(f.aligned_with)
+            if other is None or other.max_len is None or other is f:
+                fail(f"{where}.aligned_with: {f.aligned_with!r} is not another sequence feature")
+            elif f.max_len != other.max_len:
+                fail(f"{where}.max_len: must equal that of {f.aligned_with!r} ({other.max_len}), "
+                     "the sequence it is aligned with")
+
+
 def check_spec(spec: PrepareSpec, source: str) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
@@ -193,6 +223,7 @@ def check_spec(spec: PrepareSpec, source: str) -> None:
         if (first.transform, first.buckets, first.dim) != (f.transform, f.buckets, f.dim):
             fail(f"{where}.table: features sharing table {f.table_name!r} must share transform, "
                  f"buckets and dim (as {first.name!r} has)")
+    _check_sequences(spec, fail)
     for d in spec.dense:
         if d.transform not in DENSE_TRANSFORMS:
             fail(f"dense.{d.name}.transform: {d.transform!r} not in {DENSE_TRANSFORMS}")

@@ -85,6 +85,8 @@ class RawTransforms:
                     raise BundleError(f"{where}: column {f['column']!r} has type {col.type}; "
                                       "expected a list of ids")
                 lists = col.fill_null(pa.scalar([], col.type))
+                if f.get("max_len") is not None:
+                    lists = _tail(lists, f["max_len"])
                 ids = self._ids(lists.flatten(), f, where)
                 offsets = pc.subtract(lists.offsets, lists.offsets[0]).cast(pa.int32())
                 out[f["name"]] = pa.ListArray.from_arrays(offsets, pa.array(ids))
@@ -124,6 +126,17 @@ class RawTransforms:
                   else digest % np.uint64(f["size"] - 1) + np.uint64(1)).astype(np.int64)
         ids = hashed[inverse.reshape(-1)] if len(unique) else np.zeros(0, np.int64)
         return np.where(text.is_null().to_numpy(zero_copy_only=False), 0, ids)
+
+
+def _tail(lists: pa.Array, n: int) -> pa.Array:
+    """Each list's last ``n`` values (a behaviour sequence's most recent ids)."""
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    keep = np.minimum(np.diff(offsets), n)
+    new_offsets = np.r_[0, np.cumsum(keep)]
+    starts = offsets[1:] - keep
+    take = np.repeat(starts - new_offsets[:-1], keep) + np.arange(new_offsets[-1])
+    values = lists.values.take(pa.array(take, pa.int64()))  # offsets index the whole buffer
+    return pa.ListArray.from_arrays(pa.array(new_offsets.astype(np.int32)), values)
 
 
 def _column(table: pa.Table, name: str, where: str) -> pa.Array:
