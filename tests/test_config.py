@@ -91,7 +91,14 @@ def test_base_cycle_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.arch=moe"], r"key 'model.arch': expected one of \('shared_bottom', 'mmoe', "
-                         r"'ple', 'home', 'adatt'\), got 'moe'"),
+                         r"'ple', 'home', 'adatt', 'sparse_moe', 'multitab'\), got 'moe'"),
+    (["model.arch=sparse_moe", "model.num_experts=2", "model.moe_top_k=3"],
+     r"model.moe_top_k: 3 must be in \[1, model.num_experts = 2\]"),
+    (["model.arch=sparse_moe", "model.moe_capacity_factor=0"], "model.moe_capacity_factor: 0.0"),
+    (["model.arch=sparse_moe", "model.moe_balance_weight=-0.1"], "model.moe_balance_weight"),
+    (["model.arch=multitab", "model.multitab_dim=30", "model.multitab_heads=4"],
+     "model.multitab_heads: 4 must divide model.multitab_dim = 30"),
+    (["model.arch=multitab", "model.multitab_layers=0"], "multitab_layers"),
     (["model.gate=top1"], "key 'model.gate': expected one of .*, got 'top1'"),
     (["model.task_groups=[[ctr]]"], "task_groups: must hold every base task"),
     (["model.transfer=aitm", "tasks=[{name: ctr, label: click}]"], "aitm needs at least two"),

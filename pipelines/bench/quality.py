@@ -54,6 +54,10 @@ SUITES: dict[str, dict[str, list[str]]] = {
         "mmoe_aitm": ["tasks=[{name: ctr, label: click, oracle: p_click}, "
                       "{name: ctcvr, label: conversion}]", "model.transfer=aitm",
                       "loss.calibrator_weight=0.6"],
+        # Top-2 of 8 experts per (task, sample) with the balance loss (configs/models/sparse_moe.yaml).
+        "sparse_moe": ["model.arch=sparse_moe", "model.num_experts=8", "model.moe_top_k=2"],
+        # Feature tokens and task tokens; attention in place of the dot interaction.
+        "multitab": ["model.arch=multitab", "model.interaction=none"],
     },
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recmtl.config.schema import Config, EvaluateConfig, SyntheticConfig
+from recmtl.config.schema import Config, EvaluateConfig, ModelConfig, SyntheticConfig
 from recmtl.errors import ConfigError
 
 Fail = Callable[[str], None]
@@ -19,6 +19,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_features(cfg, fail)
     _check_tasks(cfg, fail)
     _check_model_and_loss(cfg, fail)
+    _check_sparse_moe_and_multitab(cfg.model, fail)
     _check_train(cfg, fail)
     _check_evaluate(cfg.evaluate, fail)
     _check_synthetic_days(cfg.synthetic, fail)
@@ -101,6 +102,26 @@ def _check_model_and_loss(cfg: Config, fail: Fail) -> None:
         fail("model.transfer: aitm needs at least two base tasks")
     if cfg.loss.calibrator_weight < 0 or not 0 < cfg.loss.propensity_clip <= 1:
         fail("loss: calibrator_weight must be >= 0 and 0 < propensity_clip <= 1")
+
+
+def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:
+    """The keys of the architecture in use (the others' defaults may not fit, e.g. top-2 of one
+    expert under mmoe)."""
+    if model.arch == "sparse_moe":
+        if not 1 <= model.moe_top_k <= model.num_experts:
+            fail(f"model.moe_top_k: {model.moe_top_k} must be in [1, model.num_experts = "
+                 f"{model.num_experts}]")
+        if model.moe_capacity_factor is not None and model.moe_capacity_factor <= 0:
+            fail(f"model.moe_capacity_factor: {model.moe_capacity_factor} must be > 0, or null "
+                 "for no limit")
+        if model.moe_balance_weight < 0:
+            fail(f"model.moe_balance_weight: {model.moe_balance_weight} must be >= 0")
+    if model.arch == "multitab":
+        if model.multitab_dim < 1 or model.multitab_layers < 1 or model.multitab_heads < 1:
+            fail("model: multitab_dim, multitab_layers and multitab_heads must be >= 1")
+        if model.multitab_dim % model.multitab_heads:
+            fail(f"model.multitab_heads: {model.multitab_heads} must divide model.multitab_dim "
+                 f"= {model.multitab_dim}")
 
 
 def _check_train(cfg: Config, fail: Fail) -> None:

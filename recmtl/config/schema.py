@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt"]
+Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
+                       "multitab"]
 Gate = Literal["softmax", "dselect_k"]
 Transfer = Literal["none", "aitm"]
 TaskKind = Literal["binary", "regression"]
@@ -126,6 +127,20 @@ class ModelConfig:
     when ``adatt_residual``). ``gate``: softmax or dselect_k (``dselect_k`` experts per gate,
     Hazimeh et al. 2021) for every gate of mmoe, ple, home and adatt. ``transfer``: aitm passes
     information from each base task's tower to the next one's (Xi et al. KDD 2021), in task order.
+
+    sparse_moe: ``num_experts`` shared ReLU experts of ``expert_layers``; each task sends each
+    sample to its ``moe_top_k`` best experts (a softmax over the k router logits, only those
+    experts run). ``moe_capacity_factor`` c: at most ``ceil(c * k * T * B / E)`` assignments per
+    expert and batch, first choices first, the rest dropped (null: no limit; it applies when
+    serving too, so a row's score then depends on its batch). ``moe_shared_router``: one
+    router over the input and a learned task embedding instead of one per task. The
+    load-balancing loss (1 when uniform) enters the training loss times ``moe_balance_weight``.
+
+    multitab: a transformer over feature tokens, ``multitab_dim`` wide: one per pooled sparse
+    feature (its own linear map), one for the interaction's pair products (dot), one per dense
+    float (its own ``x * w + b``), and one learned token per task that reads the features and
+    not the other tasks; ``multitab_layers`` pre-norm blocks of ``multitab_heads`` heads.
+    ``multitab_features_see_tasks``: feature tokens also attend to the task tokens.
     """
 
     arch: Architecture = "mmoe"
@@ -145,6 +160,14 @@ class ModelConfig:
     self_gate: bool = True  # HoME: residual of each group's/task's own experts between levels
     adatt_residual: bool = True
     transfer: Transfer = "none"
+    moe_top_k: int = 2
+    moe_capacity_factor: float | None = None
+    moe_balance_weight: float = 0.01
+    moe_shared_router: bool = False
+    multitab_dim: int = 32
+    multitab_layers: int = 2
+    multitab_heads: int = 4
+    multitab_features_see_tasks: bool = False
 
 
 @dataclass(frozen=True)

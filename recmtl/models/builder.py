@@ -27,9 +27,12 @@ from recmtl.modules.interaction import DotInteraction
 from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
 from recmtl.modules.mmoe import MMoE
+from recmtl.modules.multitab import MultiTab, MultiTabTransformer
 from recmtl.modules.ple import PLE, CGCLevel
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
 from recmtl.modules.shared_bottom import SharedBottom
+from recmtl.modules.sparse_moe import TaskSparseMoE
+from recmtl.modules.tokens import FeatureTokenizer
 
 _POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 EVICTION_POLICIES: dict[str, Callable[[], MCHEvictionPolicy]] = {
@@ -121,6 +124,28 @@ def _home(model: ModelConfig, in_features: int, tasks: list[str]) -> HoME:
     )
 
 
+def _sparse_moe(model: ModelConfig, in_features: int, tasks: list[str]) -> TaskSparseMoE:
+    return TaskSparseMoE(experts=BatchedExperts(in_features, model.expert_layers, model.num_experts),
+                         in_features=in_features, num_tasks=len(tasks), k=model.moe_top_k,
+                         capacity_factor=model.moe_capacity_factor,
+                         shared_router=model.moe_shared_router)
+
+
+def _multitab(model: ModelConfig, in_features: int, tasks: list[str],
+              blocks: list[int] | None = None) -> MultiTab:
+    """One token per column block in ``blocks`` (the leading columns), then one per column left
+    (the dense floats); ``build_dense_ranker`` passes the pooled features' widths. Without
+    ``blocks`` every column is a token of its own."""
+    blocks = blocks or []
+    tokenizer = FeatureTokenizer(block_widths=blocks, num_scalars=in_features - sum(blocks),
+                                 dim=model.multitab_dim)
+    encoder = MultiTabTransformer(dim=model.multitab_dim, num_features=tokenizer.num_tokens,
+                                  num_tasks=len(tasks), num_layers=model.multitab_layers,
+                                  num_heads=model.multitab_heads,
+                                  features_see_tasks=model.multitab_features_see_tasks)
+    return MultiTab(tokenizer=tokenizer, encoder=encoder)
+
+
 # Keyed by the config's ``Architecture`` choices: the one list of architectures is that type.
 BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]] = {
     "shared_bottom": _shared_bottom,
@@ -128,6 +153,8 @@ BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]
     "ple": _ple,
     "home": _home,
     "adatt": _adatt,
+    "sparse_moe": _sparse_moe,
+    "multitab": _multitab,
 }
 if set(BACKBONES) != set(ARCHITECTURES):  # a new Architecture choice needs its builder here
     raise ImportError(f"builder.BACKBONES {sorted(BACKBONES)} != config {sorted(ARCHITECTURES)}")
@@ -179,11 +206,24 @@ def build_interaction(cfg: Config) -> nn.Module:
     return DotInteraction(len(cfg.features.sparse), dims[cfg.features.sparse[0].table])
 
 
+def input_blocks(cfg: Config, interaction: nn.Module) -> list[int]:
+    """The widths of the backbone input's column blocks before the dense floats: one per pooled
+    sparse feature, then the interaction's extra columns (the dot products) if any."""
+    dims = {t.name: t.dim for t in cfg.features.tables}
+    blocks = [dims[f.table] for f in cfg.features.sparse]
+    extra = int(getattr(interaction, "output_dim", sum(blocks))) - sum(blocks)
+    return blocks + [extra] * (extra > 0)
+
+
 def build_dense_ranker(cfg: Config) -> DenseRanker:
     tasks = cfg.base_tasks()
     interaction = build_interaction(cfg)
     in_features = int(getattr(interaction, "output_dim", pooled_width(cfg))) + len(cfg.features.dense)
-    backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, tasks)
+    if cfg.model.arch == "multitab":  # a token per feature, not per column
+        backbone: nn.Module = _multitab(cfg.model, in_features, tasks,
+                                        input_blocks(cfg, interaction))
+    else:
+        backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, tasks)
     width = int(backbone.output_dim)  # type: ignore[arg-type]
     towers = [MLP(width, cfg.model.tower_layers) for _ in tasks]
     transfer = (AITMTransfer(towers[0].output_dim, len(tasks))

@@ -15,12 +15,17 @@ Blocks are pre-norm (``x + Attn(LN(x))``, ``x + FFN(LN(x))``, FFN = Linear-GELU-
 final LayerNorm is applied to the task tokens; with T = 1 and ``features_see_tasks=True`` the
 mask allows everything and the module is a plain pre-norm transformer encoder reading
 ``[task token, features]``.
+
+``MultiTab`` is the backbone the builder makes: a ``FeatureTokenizer`` in front of the
+transformer, so that it reads the same flat ``[B, in]`` input as MMoE.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from recmtl.modules.tokens import FeatureTokenizer
 
 
 def multitask_attention_mask(num_tasks: int, num_features: int,
@@ -126,3 +131,34 @@ class MultiTabTransformer(nn.Module):
         if self.proj is not None:
             out = self.proj(out)
         return out.transpose(0, 1)
+
+
+class MultiTab(nn.Module):
+    """``[B, in] -> [T, B, output_dim]``: the backbone: a tokenizer's feature tokens read by a
+    ``MultiTabTransformer``.
+
+    Args:
+        tokenizer: ``[B, in] -> [B, F, D]`` (one token per feature).
+        encoder: the transformer over those F tokens of width D.
+
+    Example:
+        >>> tok = FeatureTokenizer(block_widths=[4, 4], num_scalars=2, dim=8)
+        >>> enc = MultiTabTransformer(dim=8, num_features=4, num_tasks=3, num_layers=1, num_heads=2)
+        >>> MultiTab(tokenizer=tok, encoder=enc)(torch.zeros(5, 10)).shape
+        torch.Size([3, 5, 8])
+    """
+
+    def __init__(self, *, tokenizer: FeatureTokenizer, encoder: MultiTabTransformer) -> None:
+        super().__init__()
+        if tokenizer.num_tokens != encoder.num_features:
+            raise ValueError(f"the tokenizer makes {tokenizer.num_tokens} tokens, the encoder "
+                             f"reads {encoder.num_features}")
+        if tokenizer.output_dim != encoder.task_tokens.shape[1]:
+            raise ValueError(f"tokens are {tokenizer.output_dim} wide, the encoder's "
+                             f"{encoder.task_tokens.shape[1]}")
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.output_dim = encoder.output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.tokenizer(x))

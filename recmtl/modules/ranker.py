@@ -13,6 +13,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP
+from recmtl.modules.sparse_moe import TaskSparseMoE
 
 
 class DenseRanker(nn.Module):
@@ -77,6 +78,9 @@ class MultiTaskRanker(nn.Module):
     ``loss_log_vars`` (uncertainty weighting: one learned log variance per task) is not used by
     ``forward``; it lives here so that it is replicated, optimised and checkpointed with the
     dense parameters.
+
+    ``auxiliary_loss()``: the losses the last forward left on its modules (a sparse MoE's load
+    balance), for the training loop to add to the task losses.
     """
 
     def __init__(self, embeddings: EmbeddingBagCollection, dense_ranker: DenseRanker,
@@ -98,3 +102,11 @@ class MultiTaskRanker(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
         return self.dense_ranker(self.pooled(sparse), dense)
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The sum of every ``TaskSparseMoE``'s ``aux_loss`` from the last forward (a scalar
+        with gradient), or None when the model has none."""
+        # Through modules(): under DMP the dense ranker may sit inside a DDP wrapper.
+        found = [m.aux_loss for m in self.dense_ranker.modules()
+                 if isinstance(m, TaskSparseMoE) and m.aux_loss is not None]
+        return torch.stack(found).sum() if found else None

@@ -23,6 +23,7 @@ from recmtl.train.pcgrad import PCGrad
 from recmtl.train.rec_metrics import metric_inputs
 
 PHASES = ("data", "forward", "backward", "optimizer")
+AUX_LOSS = "aux_loss"  # the key of the model's auxiliary loss among the loss terms
 
 
 @dataclass
@@ -42,7 +43,9 @@ class StepPlan:
     ``loss`` picks the weighting: uncertainty reads the ranker's ``loss_log_vars``; pcgrad
     projects the per-task gradients of the backbone (the shared dense parameters). ``bf16``
     autocasts the forward; the losses are computed in float32. ``pipelined`` runs the steps
-    through torchrec's ``TrainPipelineSparseDist`` (no per-phase timing there).
+    through torchrec's ``TrainPipelineSparseDist`` (no per-phase timing there). ``aux_weight``:
+    the ranker's ``auxiliary_loss()`` (a sparse MoE's load balance) joins the loss terms times
+    this (``model.moe_balance_weight``; 0: not read), as one more term for pcgrad.
     """
 
     tasks: tuple[TaskConfig, ...]
@@ -50,16 +53,19 @@ class StepPlan:
     loss: LossConfig = field(default_factory=LossConfig)
     bf16: bool = False
     pipelined: bool = False
+    aux_weight: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Config, device: torch.device) -> StepPlan:
         return cls(cfg.tasks, device, cfg.loss, bf16=cfg.train.bf16,
-                   pipelined=cfg.train.pipeline == "sparse_dist")
+                   pipelined=cfg.train.pipeline == "sparse_dist",
+                   aux_weight=cfg.model.moe_balance_weight)
 
 
 @dataclass(frozen=True)
 class EpochHooks:
-    """What the caller sees of an epoch. ``on_log(step, mean task losses, rows)`` runs every
+    """What the caller sees of an epoch. ``on_log(step, mean losses, rows)`` (the task losses
+    in config order, then the auxiliary loss when the model has one) runs every
     ``log_every`` steps and at the end, the only places the step syncs with the host;
     ``after_step(steps done)`` after every step (checkpoints, fault drills); ``rec_metrics``
     (a torchrec ``RecMetricModule``) is updated with every step's predictions;
@@ -113,10 +119,15 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
         if rec_metrics is not None:
             rec_metrics.update(metric_inputs(outputs, batch.labels, tasks))
         terms = weighted_terms(losses, tasks, loss, log_vars)
+        aux = ranker.auxiliary_loss() if plan.aux_weight else None
+        if aux is not None:
+            losses[AUX_LOSS] = aux
+            terms[AUX_LOSS] = plan.aux_weight * aux
         return torch.stack(list(terms.values())).sum(), terms, losses
 
     def task_stack(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([losses[t.name].detach() for t in tasks])
+        names = [t.name for t in tasks] + [AUX_LOSS] * (AUX_LOSS in losses)
+        return torch.stack([losses[name].detach() for name in names])
 
     def plain_steps() -> Iterator[tuple[torch.Tensor, int]]:
         for _ in range(max_steps):

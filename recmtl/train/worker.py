@@ -125,7 +125,9 @@ class WorkerRun:
         names = [t.name for t in self.cfg.tasks]
         lrs = {"train/lr_sparse": self.sparse_opt.param_groups[0]["lr"],
                "train/lr_dense": self.dense_opt.param_groups[0]["lr"]}
-        self.progress.log(step, dict(zip(names, losses, strict=True)), rows, lrs | tracked)
+        aux = {"train/aux_loss": losses[len(names)]} if len(losses) > len(names) else {}
+        self.progress.log(step, dict(zip(names, losses[:len(names)], strict=True)), rows,
+                          lrs | aux | tracked)
 
     def _after_step(self, epoch: int, first: int, step: int) -> None:
         """Schedules, mid-epoch checkpoints and the fault drill, after global step ``step``."""

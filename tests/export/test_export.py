@@ -167,6 +167,16 @@ def test_every_architecture_exports_with_parity_on_both_backends(arch, smoke_cfg
         assert max(diffs.values()) <= 1e-5
 
 
+def test_sparse_moe_capacity_and_shared_router_export_with_parity(smoke_cfg, tmp_path):
+    # Capacity drops depend on the batch: the exported graph keeps the bound symbolic in B.
+    cfg = smoke_cfg.derive({"model.arch": "sparse_moe", "model.moe_capacity_factor": 0.8,
+                            "model.moe_shared_router": True})
+    cfg, model, batch, _ = _export(cfg, tmp_path, seed=4)
+    for backend in ("torch", "onnx"):
+        diffs = check_parity(model, BundleScorer(tmp_path, backend), batch, cfg.tasks, atol=1e-5)
+        assert max(diffs.values()) <= 1e-5
+
+
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_every_objective_exports_with_parity(name, smoke_cfg, tmp_path):
     cfg = load_config("configs/smoke.yaml", [f"data.root={smoke_cfg.data.root}", *OBJECTIVES[name]])

@@ -46,10 +46,13 @@ def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_ran
     assert [m.step for m in client.get_metric_history(run_id, "train/ne-ctcvr/lifetime_ne")] == [4, 8]
     diag = {k: v for k, v in logged.items() if k.startswith("diag/")}
     masses = [v for k, v in diag.items() if "/mass_e" in k]
-    assert masses and all(0 <= v <= 1 for v in masses) or arch == "shared_bottom"
+    assert masses and all(0 <= v <= 1 for v in masses) or arch in ("shared_bottom", "multitab")
+    aux = client.get_metric_history(run_id, "train/aux_loss")  # the load balance, 1 if uniform
+    assert [m.step for m in aux] == ([4, 8] if arch == "sparse_moe" else [])
+    assert all(0 < m.value < cfg.model.num_experts for m in aux)
     restored = load_unsharded(cfg, tmp_path / "ckpt" / "epoch-0000")
-    assert type(restored.dense_ranker.backbone).__name__.lower().replace("_", "") == \
-        arch.replace("_", "")
+    assert type(restored.dense_ranker.backbone).__name__.lower().replace("_", "").endswith(
+        arch.replace("_", ""))  # TaskSparseMoE for sparse_moe
     # Training moved both the backbone and the (fused-optimizer) embedding tables.
     fresh = dict(build_model(cfg).named_parameters())
     changed = [n for n, p in restored.named_parameters() if not torch.equal(p, fresh[n])]
