@@ -76,6 +76,8 @@ CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+CALIBRATION_GEN = ("recmtl generate configs/demo.yaml data.root=data/calibration "
+                   "synthetic.train_rows=300000")
 
 
 def _exact(command: str) -> str:
@@ -136,6 +138,7 @@ TABLE: list[Entry] = [
                  "synthetic.num_items=2000", "synthetic.row_group_size=2000")),
     Entry(_exact("recmtl prepare configs/daily/prepare.yml"), "run", after=(DAILY_GEN,)),
     Entry(_exact(MANAGED_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(CALIBRATION_GEN), "run", extra=SMALL_DATA),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
     Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
           after=(SMOKE_GEN,)),
@@ -146,6 +149,11 @@ TABLE: list[Entry] = [
           extra=("daily.days=2", *SMALL_TRAIN), after=(DAILY_GEN,)),
     Entry(_exact("recmtl train configs/managed.yaml"), "heavy", extra=SMALL_TRAIN,
           after=(MANAGED_GEN,)),
+    Entry(_exact("recmtl train configs/demo.yaml evaluate.calibration=isotonic"), "heavy",
+          extra=SMALL_TRAIN, after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration"),
+          "heavy", "one Ray training, then every calibration method from its logits",
+          extra=SMALL_TRAIN, after=(CALIBRATION_GEN,)),
     Entry(_exact("python -m pipelines.bench.managed configs/daily/daily.yaml"), "heavy",
           "three Ray trainings (vocabulary, hash, managed) on the small daily store",
           extra=SMALL_TRAIN, after=(DAILY_GEN,)),

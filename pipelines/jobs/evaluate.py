@@ -5,6 +5,10 @@ Rows are read in data order (part files sorted by path, row groups in file order
 ``ParquetBatchReader`` yields them with one rank and no shuffle, so predictions from a
 checkpoint, from a bundle and the slice columns all line up row for row.
 
+With ``evaluate.calibration`` (a checkpoint; ``pipelines/jobs/calibrate.py``), the report's
+tasks score the calibrated probabilities, as the bundle serves them, and ``"calibration"``
+holds each task's metrics before and after; a bundle's scores are calibrated already.
+
 Slice columns (``evaluate.slices``) are read straight from the Parquet files beside the
 predictions rather than through ``Batch.extras``: extras are float32 by contract, while a
 slice column is categorical (integer, string or boolean ids, nulls allowed and reported).
@@ -28,6 +32,12 @@ from recmtl.data.reader import ParquetBatchReader, RowGroup, discover
 from recmtl.data.schema import FeatureSchema
 from recmtl.data.validate import check_nulls
 from recmtl.errors import DataError
+from recmtl.metrics.calibrate import (
+    FittedCalibration,
+    calibrated_columns,
+    calibration_section,
+    format_calibration,
+)
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report, format_table
 from recmtl.metrics.slices import SliceColumn
@@ -40,21 +50,28 @@ def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
 
 
 def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
-             split: str = "test", bundle: str | Path | None = None) -> dict[str, Any]:
+             split: str = "test", bundle: str | Path | None = None,
+             calibration: FittedCalibration | None = None) -> dict[str, Any]:
     """Scores ``split`` with ``checkpoint`` or, instead, with the serving ``bundle`` (plain
-    torch, no torchrec in the scoring path); writes the report into ``out_dir``."""
+    torch, no torchrec in the scoring path); writes the report into ``out_dir``.
+    ``calibration``: the checkpoint's calibrators, already fit (else fit here when
+    ``evaluate.calibration`` asks for them)."""
     if checkpoint is not None and bundle is not None:
         raise ValueError("evaluate takes a checkpoint or a bundle, not both")
     uri = f"{cfg.data.root.rstrip('/')}/{split}"
     schema = FeatureSchema.from_config(cfg, with_extras=True)
     fs, row_groups = discover(uri, schema)
     slices = read_slices(fs, row_groups, cfg.evaluate.slices)  # a bad column fails before scoring
-    diagnostics = None
+    diagnostics, uncalibrated = None, None
     if bundle is not None:
         cols = bundle_predictions(bundle, fs, row_groups, schema)
         source = {"bundle": str(bundle)}
     elif checkpoint is not None:
-        cols, diagnostics = checkpoint_predictions(cfg, checkpoint, uri, schema)
+        cols, diagnostics, calibration = checkpoint_predictions(cfg, checkpoint, uri, schema,
+                                                                calibration)
+        if calibration is not None:
+            uncalibrated = cols
+            cols = calibrated_columns(cols, cfg.tasks, calibration.calibrators)
         source = {"checkpoint": str(checkpoint)}
     else:
         raise ValueError("evaluate needs a checkpoint or a bundle")
@@ -69,6 +86,9 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
     report = build_report(cfg.tasks, cols, bootstrap=cfg.evaluate.bootstrap, slices=slices,
                           max_slices=cfg.evaluate.max_slices)
     report |= {"split": split, **source, "data": uri}
+    if calibration is not None and uncalibrated is not None:
+        before = build_report(cfg.tasks, uncalibrated, bootstrap=0)
+        report["calibration"] = calibration_section(before, report, calibration)
     if diagnostics and diagnostics["gates"]:
         report["diagnostics"] = diagnostics | {"tasks": cfg.base_tasks()}
     out = Path(out_dir)
@@ -78,23 +98,31 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
     if cfg.evaluate.save_predictions:
         write_predictions(out / "predictions.parquet", cfg, cols)
     print(format_table(report))
+    if "calibration" in report:
+        print(format_calibration(report["calibration"]))
     return report
 
 
 def checkpoint_predictions(cfg: Config, checkpoint: str | Path, uri: str,
-                           schema: FeatureSchema
-                           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Predictions beside labels, and the expert-health summary of the same pass."""
+                           schema: FeatureSchema, calibration: FittedCalibration | None = None
+                           ) -> tuple[dict[str, np.ndarray], dict[str, Any],
+                                      FittedCalibration | None]:
+    """Predictions beside labels (with ``logit/<task>`` columns when calibrating), the
+    expert-health summary of the same pass, and the calibration (fit on the valid split
+    here when the config asks for one and none was given)."""
+    from pipelines.jobs.calibrate import fit_calibration
     from recmtl.modules.diagnostics import ExpertProbe
     from recmtl.predict import predict
     from recmtl.train.checkpoint import load_unsharded
 
     model = load_unsharded(cfg, checkpoint)
+    if calibration is None:
+        calibration = fit_calibration(cfg, model)
     reader = ParquetBatchReader(uri, schema, cfg.data.eval_batch_size)
     probe = ExpertProbe(model.dense_ranker.backbone)
     with probe:
-        cols = predict(model, reader.epoch(0), cfg.tasks)
-    return cols, probe.summary()
+        cols = predict(model, reader.epoch(0), cfg.tasks, logits=calibration is not None)
+    return cols, probe.summary(), calibration
 
 
 def _row_groups(fs: pafs.FileSystem, row_groups: list[RowGroup], columns: list[str]

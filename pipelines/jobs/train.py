@@ -10,12 +10,14 @@ from typing import Any
 import mlflow
 import pyarrow.dataset as ds
 
+from pipelines.jobs.calibrate import fit_calibration
 from pipelines.jobs.evaluate import evaluate
 from pipelines.jobs.export import export
 from pipelines.jobs.lineage import data_version, remap_dir, resolve_warm_start
 from recmtl.config import Config
 from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
+from recmtl.train.checkpoint import load_unsharded
 from recmtl.train.launch import absolute_data_root, fit
 from recmtl.train.progress import epoch_seconds
 from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
@@ -54,10 +56,18 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         train_s = time.perf_counter() - t0
         (run_dir / "checkpoint").write_text(str(checkpoint))
         mlflow.set_tag("recmtl.checkpoint", str(checkpoint))
-        report = evaluate(cfg, checkpoint, run_dir)
-        exported = export(cfg, checkpoint, run_dir / "export")
+        # Post-hoc calibration (evaluate.calibration), fit once on the valid split for both.
+        calibration = (fit_calibration(cfg, load_unsharded(cfg, checkpoint))
+                       if cfg.evaluate.calibration != "none" else None)
+        report = evaluate(cfg, checkpoint, run_dir, calibration=calibration)
+        exported = export(cfg, checkpoint, run_dir / "export", calibration=calibration)
         mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
                             if v["auc"] is not None} | {"train_seconds": train_s})
+        if calibration is not None:
+            mlflow.log_metrics({f"test/{key}_{when}_{k}": v[when][key]
+                                for k, v in report["calibration"]["tasks"].items()
+                                for when in ("before", "after") for key in ("calibration", "ece")
+                                if v[when][key] is not None})
         mlflow.log_artifact(str(run_dir / "report.json"))
         mlflow.log_artifact(str(run_dir / "report.html"))
         if (run_dir / "predictions.parquet").exists():  # evaluate.save_predictions: for compare

@@ -22,6 +22,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_sparse_moe_and_multitab(cfg.model, fail)
     _check_train(cfg, fail)
     _check_evaluate(cfg.evaluate, fail)
+    _check_calibration(cfg, fail)
     _check_synthetic_days(cfg.synthetic, fail)
 
 
@@ -34,6 +35,11 @@ def _check_features(cfg: Config, fail: Fail) -> None:
             fail(f"features.tables.{t.name}: num_embeddings and dim must be positive")
         if t.lr is not None and t.lr <= 0:
             fail(f"features.tables.{t.name}.lr: must be > 0")
+        if t.weight_decay < 0:
+            fail(f"features.tables.{t.name}.weight_decay: must be >= 0")
+        if t.weight_decay and cfg.train.pipeline == "sparse_dist":
+            fail(f"features.tables.{t.name}.weight_decay: rows decay before the step's "
+                 "lookup, which train.pipeline: sparse_dist runs ahead; use train.pipeline: none")
         mc = t.managed_collision
         if mc is not None and (t.num_embeddings < 2 or mc.eviction_interval < 1):
             fail(f"features.tables.{t.name}.managed_collision: needs num_embeddings >= 2 (the "
@@ -152,6 +158,17 @@ def _check_evaluate(ev: EvaluateConfig, fail: Fail) -> None:
         fail(f"evaluate.slices: duplicate column in {list(ev.slices)}")
     if any(not c.strip() for c in ev.slices):
         fail("evaluate.slices: column names must not be empty")
+
+
+def _check_calibration(cfg: Config, fail: Fail) -> None:
+    ev = cfg.evaluate
+    if ev.calibration_max_knots is not None and ev.calibration_max_knots < 2:
+        fail(f"evaluate.calibration_max_knots: {ev.calibration_max_knots} must be >= 2 "
+             "(both ends of the curve), or null for every knot")
+    binary = [t.name for t in cfg.tasks if t.kind == "binary" and not t.product_of]
+    if ev.calibration != "none" and not binary:
+        fail(f"evaluate.calibration: {ev.calibration} calibrates binary tasks with a tower; "
+             "there are none")
 
 
 def _check_synthetic_days(syn: SyntheticConfig, fail: Fail) -> None:

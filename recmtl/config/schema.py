@@ -29,6 +29,8 @@ Pooling = Literal["sum", "mean"]
 Device = Literal["cpu", "cuda"]
 Pipeline = Literal["none", "sparse_dist"]
 Eviction = Literal["lfu", "lru", "distance_lfu"]
+RowDecayMode = Literal["decoupled", "frequency"]
+CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
@@ -59,6 +61,10 @@ class TableConfig:
     optimizer (default: ``train.sparse_optimizer`` / ``train.sparse_lr``).
     ``managed_collision``: raw ids mapped to rows as they come (``num_embeddings`` slots, the
     last shared by ids without a row of their own), instead of ids already in range.
+    ``weight_decay`` / ``weight_decay_mode``: decay of the rows each step looks up
+    (``decoupled``: times ``1 - lr * wd``; ``frequency``: DIN's mini-batch aware form, times
+    ``1 - lr * wd * k / n`` for a row seen ``k`` times in the batch and ``n`` times so far;
+    ``recmtl.train.row_decay``).
     """
 
     name: str
@@ -69,6 +75,8 @@ class TableConfig:
     optimizer: SparseOptimizer | None = None
     lr: float | None = None
     managed_collision: ManagedCollisionConfig | None = None
+    weight_decay: float = 0.0
+    weight_decay_mode: RowDecayMode = "decoupled"
 
 
 @dataclass(frozen=True)
@@ -313,12 +321,20 @@ class EvaluateConfig:
     entry that says how many values it holds. ``bootstrap``: resamples for the AUC interval
     (0: none). ``save_predictions``: also write ``predictions.parquet`` (labels and per-task
     scores, one row per data row in data order) so ``recmtl compare`` can pair two runs.
+
+    ``calibration``: a post-hoc calibrator per base binary task, fit on the valid split's
+    logits in the task's sample space after training (isotonic, platt, or temperature: scale
+    and bias); composed tasks become the product of their calibrated parts. The report shows
+    before and after; the bundle serves the calibrated probabilities (docs/calibration.md).
+    ``calibration_max_knots``: at most this many isotonic knots (null: every knot of the fit).
     """
 
     slices: tuple[str, ...] = ()
     bootstrap: int = 200
     max_slices: int = 50
     save_predictions: bool = False
+    calibration: CalibrationMethod = "none"
+    calibration_max_knots: int | None = 100
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Layout of ``DIR``:
     manifest.json           feature order, tables, pooling, id transforms, dense columns, tasks
-                            and their meaning, outputs, library versions, sha256 of every file
+                            and their meaning, outputs, the post-hoc calibration (each task's
+                            calibrator, or null), library versions, sha256 of every file
     embeddings.safetensors  one tensor per table, ``[num_embeddings, dim]``
     dense.pt2               ``torch.export`` program: ``pooled [B, P], dense [B, D] -> {task: p}``
                             with a dynamic batch dimension
@@ -34,6 +35,8 @@ from recmtl.config import Config, TaskConfig
 from recmtl.data.files import open_filesystem
 from recmtl.export.checksum import sha256
 from recmtl.losses import task_probabilities
+from recmtl.metrics.calibrate import FittedCalibration, calibrated_probabilities
+from recmtl.modules.calibration import TaskCalibrators
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
 
 BUNDLE_FORMAT = "recmtl-bundle/1"
@@ -41,17 +44,24 @@ BUNDLE_FORMAT = "recmtl-bundle/1"
 
 class ServingDense(nn.Module):
     """``pooled [B, P], dense [B, D] -> {task: probability [B]}`` for the ``outputs`` tasks
-    (composed tasks are computed from their parts even when the parts are not served)."""
+    (composed tasks are computed from their parts even when the parts are not served).
+    With ``calibrators``, each binary task's logit goes through its post-hoc calibrator and
+    composed tasks are the product of the calibrated parts; the output names stay the same."""
 
     def __init__(self, dense_ranker: DenseRanker, tasks: tuple[TaskConfig, ...],
-                 outputs: list[str]) -> None:
+                 outputs: list[str], calibrators: TaskCalibrators | None = None) -> None:
         super().__init__()
         self.dense_ranker = dense_ranker
         self.tasks = tasks
         self.outputs = list(outputs)
+        self.calibrators = calibrators
 
     def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs = task_probabilities(self.dense_ranker(pooled, dense), self.tasks)
+        logits = self.dense_ranker(pooled, dense)
+        if self.calibrators is None:
+            probs = task_probabilities(logits, self.tasks)
+        else:
+            probs = calibrated_probabilities(logits, self.tasks, self.calibrators)
         return {name: probs[name] for name in self.outputs}
 
 
@@ -68,8 +78,18 @@ class _TupleOutputs(nn.Module):
 
 
 def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
-                  example_pooled: torch.Tensor, example_dense: torch.Tensor) -> dict[str, Any]:
-    """Exports ``model`` (eval mode, CPU) into ``out_dir``; returns the manifest."""
+                  example_pooled: torch.Tensor, example_dense: torch.Tensor,
+                  calibration: FittedCalibration | None = None) -> dict[str, Any]:
+    """Exports ``model`` (eval mode, CPU) into ``out_dir``; returns the manifest.
+
+    ``calibration``: the post-hoc calibrators ``evaluate.calibration`` asks for, fit on the
+    valid split (``recmtl.metrics.calibrate``); the bundle then serves calibrated
+    probabilities. Required exactly when the config asks for calibration, and of its method.
+    """
+    method = cfg.evaluate.calibration
+    if (calibration.method if calibration else "none") != method:
+        raise ValueError(f"evaluate.calibration is {method!r} but the calibration passed is "
+                         f"{calibration.method if calibration else None!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -79,7 +99,8 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     files = ["embeddings.safetensors", "dense.pt2"]
     safetensors.torch.save_file(tables, str(out / "embeddings.safetensors"))
 
-    serving = ServingDense(model.dense_ranker, cfg.tasks, outputs).eval()
+    calibrators = calibration.calibrators if calibration else None
+    serving = ServingDense(model.dense_ranker, cfg.tasks, outputs, calibrators).eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     shapes = {"pooled": {0: batch}, "dense": {0: batch}}
     example = (example_pooled, example_dense)
@@ -122,6 +143,7 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
         "dense_normalisation": None,
         "tasks": [_task_entry(t) for t in cfg.tasks],
         "outputs": outputs,
+        "calibration": calibration.describe() if calibration else None,
         "raw_transforms": "raw/transforms.json" if raw else None,
         "versions": _versions(),
         "files": {name: sha256(out / name) for name in files},

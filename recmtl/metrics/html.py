@@ -1,6 +1,7 @@
 """``report.json`` -> one self-contained HTML page: a metrics table and, per task, ROC,
-reliability and score-histogram plots as inline SVG, a table per slice column, and the
-expert-gate heatmaps when the report carries diagnostics (no scripts, no external files).
+reliability and score-histogram plots as inline SVG, a table per slice column, the post-hoc
+calibration's before/after (``recmtl.metrics.calibration_html``) and the expert-gate heatmaps
+when the report carries them (no scripts, no external files).
 
 ``page`` is the shell both report pages share (``recmtl.metrics.compare_html`` is the other);
 plots come from ``recmtl.metrics.svg``, numbers from ``recmtl.metrics.formatting``.
@@ -12,6 +13,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from recmtl.metrics.calibration_html import calibration_html
 from recmtl.metrics.formatting import format_interval, format_value
 from recmtl.metrics.svg import FONT, Axes, nice_top
 
@@ -187,5 +189,6 @@ def render_html(report: dict[str, Any], title: str = "recmtl evaluation report")
     meta = "".join(f"<li>{html.escape(k)}: {cell(report.get(k))}</li>"
                    for k in ("rows", "split", "checkpoint", "bundle", "data") if k in report)
     gates = _gate_heatmaps(report["diagnostics"]) if "diagnostics" in report else ""
+    calibration = calibration_html(report["calibration"]) if "calibration" in report else ""
     return page(title, f"<ul>{meta}</ul><table><thead><tr>{head}</tr></thead><tbody>{rows}"
-                       f"</tbody></table>{sections}{gates}")
+                       f"</tbody></table>{calibration}{sections}{gates}")

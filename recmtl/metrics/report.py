@@ -21,6 +21,12 @@ scoring pass (``recmtl.modules.diagnostics``): ``{"gates": {gate: {"mass": [G][E
 [G], "rows": int}}, "experts": {block: {"nonpositive_share": [E]}}}``, and optionally ``"tasks":
 [task, ...]``, the tasks with a tower in config order, which ``report.html`` names gate rows by.
 
+With post-hoc calibration (``evaluate.calibration``), the tasks above score the calibrated
+probabilities and ``"calibration"`` compares them with the model's own
+(``recmtl.metrics.calibrate.calibration_section``): ``{"method", "split", "max_knots",
+"tasks": {task: {"fit": {"rows", "positives", "calibrator" | "skipped"} | {"product_of"},
+"before": {"auc", "calibration", "ece", "logloss", "reliability"}, "after": {...}}}}``.
+
 A regression task (``kind: regression``) gets ``{"kind": "regression", "label", "space",
 "rows", "rmse", "mae"}`` instead.
 
