@@ -72,7 +72,8 @@ def run_variant(config: str, name: str, overrides: list[str], extra: list[str]) 
         "variant": name, "overrides": overrides, "run_id": summary["run_id"],
         "samples_per_s": run.data.metrics.get("train/epoch_samples_per_s"),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "tasks": {t: {k: m.get(k) for k in ("auc", "oracle_auc", "logloss", "gauc", "rows")}
+        "tasks": {t: {k: m.get(k) for k in ("auc", "oracle_auc", "logloss", "gauc", "rows",
+                                             "calibration", "ece")}
                   for t, m in report["tasks"].items()},
     }
 

@@ -177,7 +177,8 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
             pipe.detach()  # plain forwards again (validation, export)
 
     if plan.pipelined and hooks.before_step is not None:
-        raise ValueError("managed-collision tables need the plain step (train.pipeline: none)")
+        raise ValueError("managed-collision tables and row weight decay need the plain step "
+                         "(train.pipeline: none)")
     if plan.pipelined and pcgrad is not None:
         raise ValueError("loss.weighting=pcgrad needs the plain step (train.pipeline: none)")
     model.train()

@@ -44,9 +44,10 @@ class LRSchedule:
         self.parts = [(schedule, groups, [float(g["lr"]) for g in groups])
                       for schedule, groups in parts]
         self.total_steps = total_steps
+        self.factors = [1.0] * len(self.parts)  # each part's factor at the last set_step
 
     def set_step(self, step: int) -> None:
-        for schedule, groups, base in self.parts:
-            factor = lr_factor(schedule, step, self.total_steps)
+        for i, (schedule, groups, base) in enumerate(self.parts):
+            factor = self.factors[i] = lr_factor(schedule, step, self.total_steps)
             for group, lr in zip(groups, base, strict=True):
                 group["lr"] = lr * factor

@@ -28,6 +28,7 @@ from recmtl.train.loop import EpochHooks, EpochStats, StepPlan, run_epoch
 from recmtl.train.managed import Admission
 from recmtl.train.progress import Progress
 from recmtl.train.rec_metrics import build_rec_metrics, computed
+from recmtl.train.row_decay import build_row_decay
 from recmtl.train.schedule import LRSchedule
 from recmtl.train.sharding import shard_model
 from recmtl.train.sinks import START, CheckpointSink, DirectorySink, RaySink, fault_drill
@@ -102,8 +103,11 @@ class WorkerRun:
         self.plan = StepPlan.from_config(cfg, self.device)
         self.rec_metrics = build_rec_metrics(cfg.tasks, self.train_reader.batch_size, self.device)
         managed = self.model.module.managed_ids
-        self.admission = (Admission(managed, self.model, self.optimizer, cfg.seed + self.global_step)
-                          if managed is not None else None)
+        admission = (Admission(managed, self.model, self.optimizer, cfg.seed + self.global_step)
+                     if managed is not None else None)
+        decay = build_row_decay(cfg, self.model, lambda: self.schedule.factors[0])
+        # Before each forward: managed tables admit the step's ids, then rows decay.
+        self.step_hooks = [h for h in (admission, decay) if h is not None]
 
     def train_epoch(self, epoch: int) -> None:
         """Trains the rest of ``epoch`` (all of it unless resuming), validates, checkpoints."""
@@ -112,7 +116,8 @@ class WorkerRun:
         self.progress.epoch_start(epoch, self.steps_per_epoch, first, base)
         hooks = EpochHooks(log_every=self.cfg.train.log_every, on_log=self._on_log,
                            after_step=lambda done: self._after_step(epoch, first, base + done),
-                           rec_metrics=self.rec_metrics, before_step=self.admission)
+                           rec_metrics=self.rec_metrics,
+                           before_step=self._before_step if self.step_hooks else None)
         stats = run_epoch(self.model, self.optimizer, self.train_reader.epoch(epoch, first),
                           self.plan, self.steps_per_epoch - first, hooks)
         self.global_step += stats.steps
@@ -128,6 +133,10 @@ class WorkerRun:
         aux = {"train/aux_loss": losses[len(names)]} if len(losses) > len(names) else {}
         self.progress.log(step, dict(zip(names, losses[:len(names)], strict=True)), rows,
                           lrs | aux | tracked)
+
+    def _before_step(self, sparse: Any) -> None:
+        for hook in self.step_hooks:
+            hook(sparse)
 
     def _after_step(self, epoch: int, first: int, step: int) -> None:
         """Schedules, mid-epoch checkpoints and the fault drill, after global step ``step``."""
