@@ -196,8 +196,13 @@ def funnel_logits(world: World, users: np.ndarray, items: np.ndarray, hour: np.n
 
 def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
     """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split.
-    With ``synthetic.days > 0``, the daily raw export instead (``synthetic_days.py``)."""
+    With ``synthetic.days > 0``, the daily raw export instead (``synthetic_days.py``); with
+    ``synthetic.kind: sequences``, the store with behaviour histories (``synthetic_sequences.py``)."""
     syn = cfg.synthetic
+    if syn.kind == "sequences":
+        from pipelines.feature_store.synthetic_sequences import generate_sequences
+
+        return generate_sequences(cfg, root)
     if syn.days > 0:
         from pipelines.feature_store.synthetic_days import generate_days
 

@@ -67,7 +67,7 @@ from pipelines.feature_store.synthetic import (
     World,
     make_world,
 )
-from recmtl.config import SyntheticConfig
+from recmtl.config import Config, SyntheticConfig
 
 SHARPNESS = 4.0  # of the similarity kernel exp(SHARPNESS * (cos - 1))
 RECENCY_HOURS = 24.0  # the match's recency decay exp(-age / RECENCY_HOURS)
@@ -378,6 +378,21 @@ def write_sequence_store(out_dir: Path, cfg: SequenceWorldConfig,
         summary[split] = _split_summary(pa.concat_tables(tables)) if tables else {"rows": 0}
     summary["seconds"] = time.perf_counter() - t0
     return summary
+
+
+def generate_sequences(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
+    """`recmtl generate` for ``synthetic.kind: sequences``: the store under ``root`` (default
+    ``data.root``) from the config's ``synthetic`` sizes and ``seed``; rows per split."""
+    syn = cfg.synthetic
+    world = SequenceWorldConfig(
+        train_rows=syn.train_rows, valid_rows=syn.valid_rows, test_rows=syn.test_rows,
+        rows_per_file=syn.rows_per_file, row_group_size=syn.row_group_size,
+        num_users=syn.num_users, num_items=syn.num_items, num_categories=syn.num_categories,
+        num_segments=syn.num_segments, latent_dim=syn.latent_dim,
+        max_history_len=syn.max_history_len, mean_history_len=syn.mean_history_len,
+        match_strength=syn.match_strength, seed=cfg.seed)
+    summary = write_sequence_store(Path(root or cfg.data.root), world)
+    return {split: summary[split]["rows"] for split in SPLITS}
 
 
 def _split_summary(t: pa.Table) -> dict:

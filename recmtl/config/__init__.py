@@ -21,6 +21,7 @@ from recmtl.config.schema import (
     MlflowConfig,
     ModelConfig,
     ScheduleConfig,
+    SequenceConfig,
     SparseFeatureConfig,
     SyntheticConfig,
     TableConfig,
@@ -32,7 +33,7 @@ from recmtl.errors import ConfigError
 __all__ = [
     "ARCHITECTURES", "Config", "ConfigError", "DailyConfig", "DataConfig", "EvaluateConfig", "ExportConfig",
     "FeaturesConfig", "LossConfig",
-    "ManagedCollisionConfig", "MlflowConfig", "ModelConfig", "ScheduleConfig",
+    "ManagedCollisionConfig", "MlflowConfig", "ModelConfig", "ScheduleConfig", "SequenceConfig",
     "SparseFeatureConfig", "SyntheticConfig", "TableConfig", "TaskConfig", "TrainConfig",
     "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping",
 ]

@@ -17,6 +17,7 @@ def check_config(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
     _check_features(cfg, fail)
+    _check_sequences(cfg, fail)
     _check_tasks(cfg, fail)
     _check_model_and_loss(cfg, fail)
     _check_sparse_moe_and_multitab(cfg.model, fail)
@@ -57,6 +58,43 @@ def _check_features(cfg: Config, fail: Fail) -> None:
         fail("features.sparse: at least one sparse feature is required")
     if cfg.model.interaction == "dot" and len({tables[f.table].dim for f in cfg.features.sparse}) > 1:
         fail("model.interaction: dot needs every sparse feature's table to have the same dim")
+
+
+def _check_sequences(cfg: Config, fail: Fail) -> None:
+    """A sequence is a multi-valued feature whose candidate (``query``) is a single-valued
+    feature of the same table; its tables are looked up unpooled (a torchrec
+    ``EmbeddingCollection``, which needs one dim for all of them)."""
+    features = {f.name: f for f in cfg.features.sparse}
+    tables = {t.name: t for t in cfg.features.tables}
+    for f in cfg.features.sparse:
+        seq = f.sequence
+        if seq is None:
+            continue
+        where = f"features.sparse.{f.name}.sequence"
+        if not f.multi_valued:
+            fail(f"{where}: a sequence must be multi_valued (a list of ids)")
+        query = features.get(seq.query)
+        if query is None:
+            fail(f"{where}.query: unknown sparse feature {seq.query!r}")
+        elif query.multi_valued or query.sequence is not None or query.table != f.table:
+            fail(f"{where}.query: {seq.query!r} must be a single-valued feature of the same "
+                 f"table {f.table!r} (the candidate the history is compared with)")
+        if seq.max_len < 1 or seq.num_layers < 0 or seq.num_heads < 1 or seq.ffn_dim < 1:
+            fail(f"{where}: max_len, num_heads and ffn_dim must be >= 1, num_layers >= 0")
+        if not 0 <= seq.dropout < 1:
+            fail(f"{where}.dropout: {seq.dropout} must be in [0, 1)")
+        if seq.encoder == "bst" and tables[f.table].dim % seq.num_heads:
+            fail(f"{where}.num_heads: {seq.num_heads} must divide the dim of table {f.table!r} "
+                 f"({tables[f.table].dim})")
+    unpooled = cfg.features.sequence_tables()
+    if len({tables[t].dim for t in unpooled}) > 1:
+        fail(f"features.tables: the tables of sequence features {sorted(unpooled)} must share "
+             "one dim (they live in one torchrec EmbeddingCollection)")
+    for name in sorted(unpooled):
+        t = tables[name]
+        if t.managed_collision is not None or t.weight_decay:
+            fail(f"features.tables.{name}: managed_collision and weight_decay are not built "
+                 "for the tables of sequence features yet")
 
 
 def _check_tasks(cfg: Config, fail: Fail) -> None:
@@ -172,6 +210,11 @@ def _check_calibration(cfg: Config, fail: Fail) -> None:
 
 
 def _check_synthetic_days(syn: SyntheticConfig, fail: Fail) -> None:
+    if syn.kind == "sequences" and syn.days:
+        fail("synthetic.kind: sequences writes train/valid/test splits, not daily exports "
+             "(synthetic.days must be 0)")
+    if syn.max_history_len < 0 or syn.mean_history_len < 0:
+        fail("synthetic: max_history_len and mean_history_len must be >= 0")
     if syn.days < 0 or syn.rows_per_day < 1:
         fail("synthetic: days must be >= 0 and rows_per_day >= 1")
     if syn.new_items_per_day < 0 or syn.new_users_per_day < 0 or syn.popularity_drift < 0:

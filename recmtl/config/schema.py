@@ -31,6 +31,8 @@ Pipeline = Literal["none", "sparse_dist"]
 Eviction = Literal["lfu", "lru", "distance_lfu"]
 RowDecayMode = Literal["decoupled", "frequency"]
 CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
+SequenceEncoderKind = Literal["din", "bst"]
+SyntheticKind = Literal["funnel", "sequences"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
@@ -80,12 +82,38 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    """A behaviour sequence: a multi-valued feature read as a history (oldest id first, the
+    most recent last) and pooled by attention with a candidate as query (docs/sequences.md).
+
+    ``query``: the candidate, a single-valued feature of the same table (so both read the same
+    rows). ``max_len``: the most recent ids kept. ``encoder``: din (DIN's target attention,
+    Zhou et al. 2018) or bst (``num_layers`` transformer blocks of ``num_heads`` heads and a
+    ``ffn_dim`` feed-forward over the history with recency positions, then target attention;
+    Chen et al. 2019). ``attention_layers``: hidden widths of the target attention unit.
+    ``normalize``: softmax attention weights (false: DIN's raw weights). ``dropout``: bst's.
+    """
+
+    query: str
+    max_len: int = 50
+    encoder: SequenceEncoderKind = "din"
+    normalize: bool = True
+    attention_layers: tuple[int, ...] = (64, 32)
+    num_heads: int = 2
+    num_layers: int = 1
+    ffn_dim: int = 64
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
 class SparseFeatureConfig:
-    """A sparse id column. ``multi_valued`` columns are Parquet lists of ids."""
+    """A sparse id column. ``multi_valued`` columns are Parquet lists of ids (a null list
+    reads as an empty one). ``sequence``: the list is a behaviour history (``SequenceConfig``)."""
 
     name: str
     table: str
     multi_valued: bool = False
+    sequence: SequenceConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,10 @@ class FeaturesConfig:
     sparse: tuple[SparseFeatureConfig, ...]
     dense: tuple[str, ...]
     group: str | None = None  # column used as GAUC group (user id)
+
+    def sequence_tables(self) -> set[str]:
+        """The tables any sequence feature reads (they are looked up unpooled)."""
+        return {f.table for f in self.sparse if f.sequence is not None}
 
 
 @dataclass(frozen=True)
@@ -207,6 +239,12 @@ class DataConfig:
 class SyntheticConfig:
     """Parameters of the embedded synthetic impression -> click -> conversion feature store.
 
+    ``kind``: funnel (``pipelines/feature_store/synthetic.py``) or sequences (behaviour
+    histories ``hist_items`` / ``hist_categories`` / ``hist_age_hours`` that a target-aware
+    model can use, ``synthetic_sequences.py``; it reads the sizes, ``latent_dim``,
+    ``max_history_len``, ``mean_history_len`` and ``match_strength``, not ``extra_*`` nor
+    ``days``).
+
     ``days`` > 0 switches from the train/valid/test store to a raw feature-store export, one
     file per day (``<data.root>/raw/day-NNNN.parquet``, ``rows_per_day`` rows each; the
     ``*_rows`` and ``rows_per_file`` keys are then unused), from the same latent-factor model
@@ -227,6 +265,7 @@ class SyntheticConfig:
       item's log draw weight, mean-one so that it moves popularity without inflating it.
     """
 
+    kind: SyntheticKind = "funnel"
     train_rows: int = 2_000_000
     valid_rows: int = 100_000
     test_rows: int = 100_000
@@ -246,6 +285,9 @@ class SyntheticConfig:
     new_users_per_day: float = 0.02
     drift: float = 0.1
     popularity_drift: float = 0.3
+    max_history_len: int = 50
+    mean_history_len: float = 20.0
+    match_strength: float = 4.0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from recmtl.data.schema import FeatureSchema
@@ -67,8 +68,14 @@ class Columns:
 
 def _csr(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """A list column's offsets (from 0) and flat values, read from Arrow's own offsets; a
-    sliced array's offsets start past 0 and its values buffer holds rows outside the slice."""
+    sliced array's offsets start past 0 and its values buffer holds rows outside the slice.
+    A null list is an empty one (Arrow lets a null slot span values, so those are dropped)."""
     lists = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if lists.null_count:
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return offsets, lists.flatten().to_numpy().astype(np.int64, copy=False)
     raw = lists.offsets.to_numpy()
     first, last = int(raw[0]), int(raw[-1])
     values = lists.values.slice(first, last - first).to_numpy().astype(np.int64, copy=False)

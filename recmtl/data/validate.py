@@ -72,7 +72,8 @@ def _fail(where: str, col: str, bad: np.ndarray, value: object, problem: str, ex
 
 
 def check_nulls(table: pa.Table, schema: FeatureSchema, where: str, first_row: int) -> None:
-    """No configured column may hold nulls (nor null ids inside lists)."""
+    """No configured column may hold nulls, but for null lists (read as empty, like a user
+    without history), nor null ids inside lists."""
     expectations = {s.name: f"ids in [0, {s.num_embeddings})" for s in schema.sparse}
     expectations |= dict.fromkeys(schema.dense + schema.extras, "finite floats")
     expectations |= dict.fromkeys(schema.labels, "labels in {0, 1}")
@@ -82,7 +83,7 @@ def check_nulls(table: pa.Table, schema: FeatureSchema, where: str, first_row: i
     lists = {s.name for s in schema.sparse if s.multi_valued}
     for col, expected in expectations.items():
         arr = table.column(col)
-        if arr.null_count:
+        if arr.null_count and col not in lists:
             _fail(where, col, np.asarray(arr.is_null()), None, "are null", expected, first_row)
         if col in lists:
             chunks = arr.combine_chunks()

@@ -31,7 +31,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from recmtl.config import Config, TaskConfig
+from recmtl.config import Config, ConfigError, TaskConfig
 from recmtl.data.files import open_filesystem
 from recmtl.export.checksum import sha256
 from recmtl.losses import task_probabilities
@@ -77,6 +77,15 @@ class _TupleOutputs(nn.Module):
         return tuple(out[name] for name in self.serving.outputs)
 
 
+def check_exportable(cfg: Config) -> None:
+    """Raises ``ConfigError`` for what the bundle cannot serve yet: behaviour sequences (the
+    serving graph takes pooled embeddings, not jagged histories and their encoders)."""
+    sequences = [f.name for f in cfg.features.sparse if f.sequence is not None]
+    if sequences:
+        raise ConfigError(f"features.sparse.{sequences[0]}.sequence: export of sequence "
+                          "features is not built yet (docs/sequences.md)")
+
+
 def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
                   example_pooled: torch.Tensor, example_dense: torch.Tensor,
                   calibration: FittedCalibration | None = None) -> dict[str, Any]:
@@ -86,6 +95,7 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     valid split (``recmtl.metrics.calibrate``); the bundle then serves calibrated
     probabilities. Required exactly when the config asks for calibration, and of its method.
     """
+    check_exportable(cfg)
     method = cfg.evaluate.calibration
     if (calibration.method if calibration else "none") != method:
         raise ValueError(f"evaluate.calibration is {method!r} but the calibration passed is "
@@ -93,6 +103,7 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    assert model.embeddings is not None  # only sequence configs (refused above) lack them
     outputs = list(cfg.export.tasks) or [t.name for t in cfg.tasks]
     tables = {name: bag.weight.detach().contiguous().clone()
               for name, bag in model.embeddings.embedding_bags.items()}

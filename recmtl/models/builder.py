@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.modules.mc_modules import (
     DistanceLFU_EvictionPolicy,
     LFU_EvictionPolicy,
@@ -17,7 +17,7 @@ from torchrec.modules.mc_modules import (
 )
 
 from recmtl.config import ARCHITECTURES, Config, ModelConfig
-from recmtl.config.schema import Architecture
+from recmtl.config.schema import Architecture, SparseFeatureConfig
 from recmtl.losses import imputation_output
 from recmtl.modules.adatt import AdaTT, AdaTTLevel
 from recmtl.modules.aitm import AITMTransfer
@@ -30,6 +30,8 @@ from recmtl.modules.mmoe import MMoE
 from recmtl.modules.multitab import MultiTab, MultiTabTransformer
 from recmtl.modules.ple import PLE, CGCLevel
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
+from recmtl.modules.sequence import SequenceEncoder, TargetAttention
+from recmtl.modules.sequence_features import SequenceFeatures
 from recmtl.modules.shared_bottom import SharedBottom
 from recmtl.modules.sparse_moe import TaskSparseMoE
 from recmtl.modules.tokens import FeatureTokenizer
@@ -161,7 +163,9 @@ if set(BACKBONES) != set(ARCHITECTURES):  # a new Architecture choice needs its 
 
 
 def embedding_configs(cfg: Config) -> list[EmbeddingBagConfig]:
-    """One torchrec table per configured table, fed by every feature that names it."""
+    """One pooled torchrec table per configured table that no sequence reads, fed by every
+    feature that names it."""
+    unpooled = cfg.features.sequence_tables()
     return [
         EmbeddingBagConfig(
             name=t.name,
@@ -171,8 +175,50 @@ def embedding_configs(cfg: Config) -> list[EmbeddingBagConfig]:
             pooling=_POOLING[t.pooling],
         )
         for t in cfg.features.tables
-        if any(f.table == t.name for f in cfg.features.sparse)
+        if any(f.table == t.name for f in cfg.features.sparse) and t.name not in unpooled
     ]
+
+
+def sequence_embedding_configs(cfg: Config) -> list[EmbeddingConfig]:
+    """The unpooled tables: every table a sequence reads, with all its features (torchrec
+    cannot share one table between a bag collection and a collection)."""
+    unpooled = cfg.features.sequence_tables()
+    return [
+        EmbeddingConfig(
+            name=t.name,
+            embedding_dim=t.dim,
+            num_embeddings=t.num_embeddings,
+            feature_names=[f.name for f in cfg.features.sparse if f.table == t.name],
+        )
+        for t in cfg.features.tables if t.name in unpooled
+    ]
+
+
+def _sequence_encoder(f: SparseFeatureConfig, dim: int) -> nn.Module:
+    seq = f.sequence
+    assert seq is not None
+    if seq.encoder == "bst":
+        return SequenceEncoder(embedding_dim=dim, num_heads=seq.num_heads,
+                               num_layers=seq.num_layers, max_len=seq.max_len,
+                               ffn_dim=seq.ffn_dim, attention_hidden_dims=seq.attention_layers,
+                               dropout=seq.dropout, normalize=seq.normalize)
+    return TargetAttention(embedding_dim=dim, hidden_dims=seq.attention_layers,
+                           normalize=seq.normalize)
+
+
+def build_sequence_features(cfg: Config) -> SequenceFeatures | None:
+    """Pooling and encoders of the unpooled tables' features (None without sequences)."""
+    unpooled = cfg.features.sequence_tables()
+    if not unpooled:
+        return None
+    tables = {t.name: t for t in cfg.features.tables}
+    features = [f for f in cfg.features.sparse if f.table in unpooled]
+    sequences = [f for f in features if f.sequence is not None]
+    return SequenceFeatures(
+        pooling={f.name: tables[f.table].pooling for f in features if f.sequence is None},
+        encoders={f.name: _sequence_encoder(f, tables[f.table].dim) for f in sequences},
+        queries={f.name: f.sequence.query for f in sequences if f.sequence},
+        max_lens={f.name: f.sequence.max_len for f in sequences if f.sequence})
 
 
 def build_managed_ids(cfg: Config) -> ManagedIds | None:
@@ -194,9 +240,16 @@ def build_managed_ids(cfg: Config) -> ManagedIds | None:
                                 if f.table in managed})
 
 
-def pooled_width(cfg: Config) -> int:
+def feature_widths(cfg: Config) -> list[int]:
+    """The width of each sparse feature's block of the pooled input, in config order: its
+    table's dim, or its sequence encoder's ``output_dim``."""
     dims = {t.name: t.dim for t in cfg.features.tables}
-    return sum(dims[f.table] for f in cfg.features.sparse)
+    return [int(_sequence_encoder(f, dims[f.table]).output_dim)  # type: ignore[arg-type]
+            if f.sequence is not None else dims[f.table] for f in cfg.features.sparse]
+
+
+def pooled_width(cfg: Config) -> int:
+    return sum(feature_widths(cfg))
 
 
 def build_interaction(cfg: Config) -> nn.Module:
@@ -209,8 +262,7 @@ def build_interaction(cfg: Config) -> nn.Module:
 def input_blocks(cfg: Config, interaction: nn.Module) -> list[int]:
     """The widths of the backbone input's column blocks before the dense floats: one per pooled
     sparse feature, then the interaction's extra columns (the dot products) if any."""
-    dims = {t.name: t.dim for t in cfg.features.tables}
-    blocks = [dims[f.table] for f in cfg.features.sparse]
+    blocks = feature_widths(cfg)
     extra = int(getattr(interaction, "output_dim", sum(blocks))) - sum(blocks)
     return blocks + [extra] * (extra > 0)
 
@@ -240,8 +292,12 @@ def build_model(cfg: Config, embedding_device: str | torch.device = "cpu",
     """
     torch.manual_seed(cfg.seed if seed is None else seed)
     dense_ranker = build_dense_ranker(cfg)
-    embeddings = EmbeddingBagCollection(tables=embedding_configs(cfg),
-                                        device=torch.device(embedding_device))
+    bags, unpooled = embedding_configs(cfg), sequence_embedding_configs(cfg)
+    device = torch.device(embedding_device)
+    embeddings = EmbeddingBagCollection(tables=bags, device=device) if bags else None
+    sequence_embeddings = EmbeddingCollection(tables=unpooled, device=device) if unpooled else None
     log_vars = len(cfg.tasks) if cfg.loss.weighting == "uncertainty" else 0
     return MultiTaskRanker(embeddings, dense_ranker, [f.name for f in cfg.features.sparse],
-                           num_loss_log_vars=log_vars, managed_ids=build_managed_ids(cfg))
+                           num_loss_log_vars=log_vars, managed_ids=build_managed_ids(cfg),
+                           sequence_embeddings=sequence_embeddings,
+                           sequence_features=build_sequence_features(cfg))

@@ -1,18 +1,21 @@
 """The multi-task ranker: pooled embeddings + dense features -> one logit per task.
 
 Split in two so that the dense part can be exported on its own for serving:
-``MultiTaskRanker`` = torchrec ``EmbeddingBagCollection`` (sharded in training) + ``DenseRanker``.
+``MultiTaskRanker`` = torchrec ``EmbeddingBagCollection`` (sharded in training) + ``DenseRanker``,
+plus, when the config has behaviour sequences, an ``EmbeddingCollection`` (unpooled, sharded
+too) whose jagged output ``SequenceFeatures`` turns into one block per feature.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP
+from recmtl.modules.sequence_features import SequenceFeatures
 from recmtl.modules.sparse_moe import TaskSparseMoE
 
 
@@ -75,6 +78,12 @@ class MultiTaskRanker(nn.Module):
 
     ``managed_ids`` maps the raw ids of managed-collision tables to rows before the lookup.
 
+    ``sequence_embeddings`` (an ``EmbeddingCollection``) looks up the tables read by behaviour
+    sequences, unpooled, and ``sequence_features`` pools them into ``[B, D]`` blocks (the
+    candidate by its lengths, each history by attention with the candidate as query); each
+    block takes its feature's place in ``feature_order``. ``embeddings`` is None when every
+    table is unpooled.
+
     ``loss_log_vars`` (uncertainty weighting: one learned log variance per task) is not used by
     ``forward``; it lives here so that it is replicated, optimised and checkpointed with the
     dense parameters.
@@ -83,11 +92,17 @@ class MultiTaskRanker(nn.Module):
     balance), for the training loop to add to the task losses.
     """
 
-    def __init__(self, embeddings: EmbeddingBagCollection, dense_ranker: DenseRanker,
+    def __init__(self, embeddings: EmbeddingBagCollection | None, dense_ranker: DenseRanker,
                  feature_order: list[str], num_loss_log_vars: int = 0,
-                 managed_ids: ManagedIds | None = None) -> None:
+                 managed_ids: ManagedIds | None = None,
+                 sequence_embeddings: EmbeddingCollection | None = None,
+                 sequence_features: SequenceFeatures | None = None) -> None:
         super().__init__()
+        if (sequence_embeddings is None) != (sequence_features is None):
+            raise ValueError("sequence_embeddings and sequence_features come together")
         self.embeddings = embeddings
+        self.sequence_embeddings = sequence_embeddings
+        self.sequence_features = sequence_features
         self.managed_ids = managed_ids
         self.dense_ranker = dense_ranker
         self.feature_order = list(feature_order)
@@ -97,7 +112,9 @@ class MultiTaskRanker(nn.Module):
     def pooled(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         if self.managed_ids is not None:
             sparse = self.managed_ids(sparse)
-        by_name = self.embeddings(sparse).to_dict()
+        by_name = self.embeddings(sparse).to_dict() if self.embeddings is not None else {}
+        if self.sequence_embeddings is not None and self.sequence_features is not None:
+            by_name |= self.sequence_features(self.sequence_embeddings(sparse))
         return torch.cat([by_name[f] for f in self.feature_order], dim=1)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> dict[str, torch.Tensor]:

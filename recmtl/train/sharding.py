@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 import torchrec
 from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingPlan, ShardingType
@@ -36,15 +37,28 @@ class RowWiseOnCPUSharder(EmbeddingBagCollectionSharder):
         return types + [t for t in _ROW_WISE if t not in types]
 
 
+def table_weights(model: MultiTaskRanker) -> dict[str, torch.nn.Parameter]:
+    """Every embedding table's weight by table name: the pooled collection's and the
+    unpooled (sequence) collection's."""
+    weights: dict[str, torch.nn.Parameter] = {}
+    if model.embeddings is not None:
+        weights |= {c.name: model.embeddings.embedding_bags[c.name].weight
+                    for c in model.embeddings.embedding_bag_configs()}
+    if model.sequence_embeddings is not None:
+        weights |= {c.name: model.sequence_embeddings.embeddings[c.name].weight
+                    for c in model.sequence_embeddings.embedding_configs()}
+    return weights
+
+
 def _apply_sparse_optimizers(model: MultiTaskRanker, train: TrainConfig,
                              tables: dict[str, TableConfig]) -> None:
     """One fused optimizer per group of tables that share optimizer and learning rate."""
     groups: dict[tuple[str, float], list[torch.nn.Parameter]] = {}
-    for config in model.embeddings.embedding_bag_configs():
-        table = tables.get(config.name)
+    for name, weight in table_weights(model).items():
+        table = tables.get(name)
         key = ((table.optimizer if table and table.optimizer else train.sparse_optimizer),
                (table.lr if table and table.lr is not None else train.sparse_lr))
-        groups.setdefault(key, []).append(model.embeddings.embedding_bags[config.name].weight)
+        groups.setdefault(key, []).append(weight)
     for (name, lr), params in groups.items():
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[name], params, {"lr": lr})
 
@@ -68,14 +82,16 @@ def shard_model(model: MultiTaskRanker, train: TrainConfig, device: torch.device
     """
     by_name = {t.name: t for t in tables}
     _apply_sparse_optimizers(model, train, by_name)
-    sharders = [RowWiseOnCPUSharder()]
+    # The sequence tables' EmbeddingCollection: torchrec's sharder (table-, column- and
+    # row-wise on CPU; the default types below keep it to the first two).
+    sharders = [RowWiseOnCPUSharder(), EmbeddingCollectionSharder()]
     topology = Topology(world_size=dist.get_world_size(), compute_device=device.type)
     parallel = ["table_wise", "column_wise", "table_column_wise"]
     if device.type == "cuda":
         parallel += ["row_wise", "table_row_wise"]
-    types_by_table = {t.name: list(by_name[t.name].sharding) if t.name in by_name
-                      and by_name[t.name].sharding else parallel
-                      for t in model.embeddings.embedding_bag_configs()}
+    types_by_table = {name: list(by_name[name].sharding) if name in by_name
+                      and by_name[name].sharding else parallel
+                      for name in table_weights(model)}
     types_by_table |= sharding_types or {}
     constraints = {name: ParameterConstraints(sharding_types=types)
                    for name, types in types_by_table.items()}

@@ -1,0 +1,159 @@
+"""Behaviour sequences through training: every architecture trains with DIN (and one with BST)
+through the worker loop, two gloo ranks equal the unsharded restore, the candidate and its
+history read one table, and export / warm start refuse sequence features by name."""
+
+import socket
+from dataclasses import replace
+
+import mlflow
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from pipelines.feature_store.synthetic import generate
+from recmtl.config import ARCHITECTURES, ConfigError, load_config
+from recmtl.data.reader import ParquetBatchReader
+from recmtl.data.schema import FeatureSchema
+from recmtl.export.bundle import check_exportable
+from recmtl.losses import multitask_loss
+from recmtl.models.builder import build_model
+from recmtl.train.checkpoint import load_unsharded, save_sharded
+from recmtl.train.job import Tracking, WorkerJob
+from recmtl.train.sharding import shard_model
+from recmtl.train.warm_start import warm_start
+from recmtl.train.worker import run_worker
+
+TINY = ["synthetic.train_rows=3000", "synthetic.valid_rows=500", "synthetic.test_rows=500",
+        "synthetic.rows_per_file=1500", "synthetic.row_group_size=500", "synthetic.num_users=300",
+        "synthetic.num_items=200", "synthetic.num_categories=10", "synthetic.num_segments=4",
+        "synthetic.max_history_len=12", "synthetic.mean_history_len=5", "data.batch_size=256"]
+ROWS = {"user": 300, "item": 200, "category": 10, "segment": 4}
+
+
+@pytest.fixture(scope="module")
+def seq_cfg(tmp_path_factory):
+    """configs/sequences/din.yaml on a tiny sequence store (histories up to 12 ids, cut at 8)."""
+    root = tmp_path_factory.mktemp("seq_data")
+    cfg = load_config("configs/sequences/din.yaml", [f"data.root={root}", *TINY])
+    cfg = _with_sequences(cfg, max_len=8)
+    cfg = cfg.derive({"features.tables": [
+        replace(t, num_embeddings=ROWS.get(t.name, t.num_embeddings))
+        for t in cfg.features.tables]})
+    generate(cfg)
+    return cfg
+
+
+def _with_sequences(cfg, **changes):
+    """The config with ``changes`` to every sequence's settings."""
+    return cfg.derive({"features.sparse": [
+        replace(f, sequence=replace(f.sequence, **changes)) if f.sequence else f
+        for f in cfg.features.sparse]})
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("arch,encoder", [(a, "din") for a in ARCHITECTURES] + [("mmoe", "bst")])
+def test_worker_loop_trains_each_architecture_with_sequences(arch, encoder, seq_cfg, tmp_path,
+                                                             one_rank_group):
+    cfg = seq_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 6,
+                          "train.log_every": 3})
+    cfg = _with_sequences(cfg, encoder=encoder)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("s")).info.run_id
+    run_worker(WorkerJob(cfg, tracking=Tracking(uri, run_id), checkpoint_root=str(tmp_path / "c")))
+    losses = [m.value for m in client.get_metric_history(run_id, "train/loss_ctr")]
+    assert len(losses) == 2 and all(0 < v < 5 for v in losses)
+    restored = load_unsharded(cfg, tmp_path / "c" / "epoch-0000")
+    fresh = dict(build_model(cfg).named_parameters())
+    changed = {n for n, p in restored.named_parameters() if not torch.equal(p, fresh[n])}
+    # The unpooled tables (fused optimizer) and both attention units moved.
+    assert {"sequence_embeddings.embeddings.item.weight",
+            "sequence_embeddings.embeddings.category.weight"} <= changed
+    assert any(n.startswith("sequence_features.encoders.hist_items") for n in changed)
+    assert any(n.startswith("embeddings.embedding_bags.user") for n in changed)
+
+
+def _reader(cfg, rank, world):
+    return ParquetBatchReader(f"{cfg.data.root}/train", FeatureSchema.from_config(cfg), 128,
+                              rank, world)
+
+
+def _worker(rank, world, port, cfg, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    dmp, opt, plan = shard_model(build_model(cfg, embedding_device="meta"), cfg.train,
+                                 torch.device("cpu"), {"item": ["column_wise"]})
+    for _, batch in zip(range(3), _reader(cfg, rank, world).epoch(0), strict=False):
+        loss, _ = multitask_loss(dmp(batch.dense, batch.sparse), batch.labels, cfg.tasks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    probe = next(iter(_reader(cfg, rank, world).epoch(0)))
+    dmp.eval()
+    with torch.no_grad():
+        logits = dmp(probe.dense, probe.sparse)
+    torch.save({k: v.clone() for k, v in logits.items()}, f"{out}/logits{rank}.pt")
+    torch.save(str(plan), f"{out}/plan{rank}.pt")
+    save_sharded(f"{out}/ckpt", dmp, opt)
+    dist.destroy_process_group()
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sharded_sequence_model_equals_unsharded_restore(seq_cfg, tmp_path):
+    """The EmbeddingCollection's tables sharded over two ranks (item column-wise, category
+    table-wise), trained 3 steps: each rank's logits equal the restored unsharded model's."""
+    mp.spawn(_worker, args=(2, _port(), seq_cfg, str(tmp_path)), nprocs=2)
+    plan = torch.load(tmp_path / "plan0.pt")
+    assert "sequence_embeddings" in plan and "column_wise" in plan
+    model = load_unsharded(seq_cfg, tmp_path / "ckpt")
+    fresh = dict(build_model(seq_cfg).named_parameters())
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, fresh[n])}
+    assert "sequence_embeddings.embeddings.item.weight" in moved
+    for rank in range(2):
+        probe = next(iter(_reader(seq_cfg, rank, 2).epoch(0)))
+        expected = torch.load(tmp_path / f"logits{rank}.pt")
+        with torch.no_grad():
+            actual = model(probe.dense, probe.sparse)
+        for task, value in expected.items():
+            torch.testing.assert_close(actual[task], value, rtol=0, atol=1e-5)
+
+
+def test_candidate_and_history_read_the_same_rows(seq_cfg):
+    """Row 0's history holds its candidate (id 5) last: both get table row 5, exactly."""
+    model = build_model(seq_cfg)
+    names = [f.name for f in seq_cfg.features.sparse]
+    ids = {"user_id": [[1], [2]], "item_id": [[5], [7]], "item_category": [[1], [2]],
+           "hist_items": [[3, 5], []], "hist_categories": [[1], [2, 3]],
+           "user_segment": [[0], [1]], "hour": [[3], [4]], "device": [[0], [1]]}
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=names, values=torch.tensor([i for n in names for row in ids[n] for i in row]),
+        lengths=torch.tensor([len(row) for n in names for row in ids[n]]))
+    jagged = model.sequence_embeddings(kjt)
+    table = model.sequence_embeddings.embeddings["item"].weight
+    assert torch.equal(jagged["hist_items"].values()[1], jagged["item_id"].values()[0])
+    assert torch.equal(jagged["item_id"].values()[0], table[5])
+    assert jagged["hist_items"].lengths().tolist() == [2, 0]
+    blocks = model.sequence_features(jagged)
+    assert torch.equal(blocks["hist_items"][1], torch.zeros(table.shape[1]))  # empty history
+    assert torch.isfinite(model(torch.zeros(2, 2), kjt)["ctr"]).all()
+
+
+def test_export_and_warm_start_refuse_sequence_features(seq_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"features\.sparse\.hist_items\.sequence: export of "
+                                          "sequence features is not built yet"):
+        check_exportable(seq_cfg)
+    with pytest.raises(ConfigError, match="warm start of the tables of sequence features"):
+        warm_start(build_model(seq_cfg), torch.optim.SGD([torch.zeros(1)], lr=0.1), tmp_path)
