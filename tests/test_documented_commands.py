@@ -197,7 +197,8 @@ TABLE: list[Entry] = [
           "heavy", "every variant of the suite trains", extra=CENSUS_TRAIN,
           after=(CENSUS_PREP,), census=True),
     # Usage lines and commands named in prose: --help, and the flags they show.
-    Entry(r"recmtl (train|prepare|compare|evaluate|score --raw)", "help", "named in prose"),
+    Entry(r"recmtl (train|prepare|compare|evaluate|export|daily|score --raw)", "help",
+          "named in prose"),
     Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
     Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
     Entry(_exact("recmtl prepare-census [--src CSV.gz] [--out DIR]"), "help"),
