@@ -160,6 +160,12 @@ def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:
                  "for no limit")
         if model.moe_balance_weight < 0:
             fail(f"model.moe_balance_weight: {model.moe_balance_weight} must be >= 0")
+    if model.numeric_encoding != "none":
+        if model.numeric_dim < 1 or model.numeric_frequencies < 1 or not model.numeric_sigma > 0:
+            fail("model: numeric_dim and numeric_frequencies must be >= 1, numeric_sigma > 0")
+        if model.arch == "multitab":
+            fail(f"model.numeric_encoding: {model.numeric_encoding} is not for multitab, which "
+                 "gives each dense float its own token")
     if model.arch == "multitab":
         if model.multitab_dim < 1 or model.multitab_layers < 1 or model.multitab_heads < 1:
             fail("model: multitab_dim, multitab_layers and multitab_heads must be >= 1")

@@ -21,6 +21,7 @@ TaskKind = Literal["binary", "regression"]
 Escm2 = Literal["none", "ips", "dr"]
 Weighting = Literal["fixed", "uncertainty", "pcgrad"]
 Interaction = Literal["dot", "none"]
+NumericEncoding = Literal["none", "periodic"]
 SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
 ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_column_wise",
                        "table_row_wise", "data_parallel"]
@@ -208,6 +209,12 @@ class ModelConfig:
     multitab_layers: int = 2
     multitab_heads: int = 4
     multitab_features_see_tasks: bool = False
+    # periodic: each dense float as a numeric_dim embedding (PLR: numeric_frequencies
+    # sin/cos frequencies ~ N(0, numeric_sigma), linear, ReLU) instead of the plain float.
+    numeric_encoding: NumericEncoding = "none"
+    numeric_dim: int = 8
+    numeric_frequencies: int = 16
+    numeric_sigma: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
 from recmtl.modules.mmoe import MMoE
 from recmtl.modules.multitab import MultiTab, MultiTabTransformer
+from recmtl.modules.numeric import PeriodicEncoding
 from recmtl.modules.ple import PLE, CGCLevel
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
 from recmtl.modules.sequence import SequenceEncoder, TargetAttention
@@ -267,10 +268,21 @@ def input_blocks(cfg: Config, interaction: nn.Module) -> list[int]:
     return blocks + [extra] * (extra > 0)
 
 
+def build_numeric_encoder(cfg: Config) -> PeriodicEncoding | None:
+    """``dense [B, F] -> [B, F * numeric_dim]``, or None: the plain floats."""
+    m, num_dense = cfg.model, len(cfg.features.dense)
+    if m.numeric_encoding == "none" or not num_dense:
+        return None
+    return PeriodicEncoding(num_features=num_dense, num_frequencies=m.numeric_frequencies,
+                            sigma=m.numeric_sigma, dim=m.numeric_dim)
+
+
 def build_dense_ranker(cfg: Config) -> DenseRanker:
     tasks = cfg.base_tasks()
     interaction = build_interaction(cfg)
-    in_features = int(getattr(interaction, "output_dim", pooled_width(cfg))) + len(cfg.features.dense)
+    numeric = build_numeric_encoder(cfg)
+    dense_width = numeric.output_dim if numeric is not None else len(cfg.features.dense)
+    in_features = int(getattr(interaction, "output_dim", pooled_width(cfg))) + dense_width
     if cfg.model.arch == "multitab":  # a token per feature, not per column
         backbone: nn.Module = _multitab(cfg.model, in_features, tasks,
                                         input_blocks(cfg, interaction))
@@ -281,7 +293,8 @@ def build_dense_ranker(cfg: Config) -> DenseRanker:
     transfer = (AITMTransfer(towers[0].output_dim, len(tasks))
                 if cfg.model.transfer == "aitm" else None)
     aux = {imputation_output(t.name): t.name for t in cfg.tasks if t.escm2 == "dr"}
-    return DenseRanker(interaction, backbone, towers, tasks, transfer=transfer, aux_outputs=aux)
+    return DenseRanker(interaction, backbone, towers, tasks, transfer=transfer, aux_outputs=aux,
+                       dense_encoder=numeric)
 
 
 def build_model(cfg: Config, embedding_device: str | torch.device = "cpu",

@@ -31,12 +31,16 @@ class DenseRanker(nn.Module):
         transfer: optional ``T x [B, W] -> T x [B, W]`` between towers and heads (AITM).
         aux_outputs: ``{output name: task}``: an extra linear head on that task's tower
             (e.g. ESCM2-DR's imputed error), returned beside the task logits.
+        dense_encoder: optional ``[B, D] -> [B, D']`` on the dense floats before the backbone
+            (``recmtl.modules.numeric``: numeric features as embeddings).
     """
 
     def __init__(self, interaction: nn.Module, backbone: nn.Module, towers: list[MLP],
                  tasks: list[str], transfer: nn.Module | None = None,
-                 aux_outputs: dict[str, str] | None = None) -> None:
+                 aux_outputs: dict[str, str] | None = None,
+                 dense_encoder: nn.Module | None = None) -> None:
         super().__init__()
+        self.dense_encoder = dense_encoder
         self.interaction = interaction
         self.backbone = backbone
         self.towers = nn.ModuleList(towers)
@@ -49,6 +53,8 @@ class DenseRanker(nn.Module):
             for name, task in self.aux_outputs.items()})
 
     def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.dense_encoder is not None:
+            dense = self.dense_encoder(dense)
         per_task = self.backbone(torch.cat([self.interaction(pooled), dense], dim=1))
         device = per_task.device.type
         if torch.is_autocast_enabled(device):
