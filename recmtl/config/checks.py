@@ -161,8 +161,10 @@ def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:
         if model.moe_balance_weight < 0:
             fail(f"model.moe_balance_weight: {model.moe_balance_weight} must be >= 0")
     if model.numeric_encoding != "none":
-        if model.numeric_dim < 1 or model.numeric_frequencies < 1 or not model.numeric_sigma > 0:
-            fail("model: numeric_dim and numeric_frequencies must be >= 1, numeric_sigma > 0")
+        if (min(model.numeric_dim, model.numeric_bins, model.numeric_frequencies) < 1
+                or not model.numeric_sigma > 0):
+            fail("model: numeric_dim, numeric_bins and numeric_frequencies must be >= 1, "
+                 "numeric_sigma > 0")
         if model.arch == "multitab":
             fail(f"model.numeric_encoding: {model.numeric_encoding} is not for multitab, which "
                  "gives each dense float its own token")

@@ -21,7 +21,7 @@ TaskKind = Literal["binary", "regression"]
 Escm2 = Literal["none", "ips", "dr"]
 Weighting = Literal["fixed", "uncertainty", "pcgrad"]
 Interaction = Literal["dot", "none"]
-NumericEncoding = Literal["none", "periodic"]
+NumericEncoding = Literal["none", "piecewise_linear", "periodic"]
 SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
 ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_column_wise",
                        "table_row_wise", "data_parallel"]
@@ -209,9 +209,11 @@ class ModelConfig:
     multitab_layers: int = 2
     multitab_heads: int = 4
     multitab_features_see_tasks: bool = False
-    # periodic: each dense float as a numeric_dim embedding (PLR: numeric_frequencies
-    # sin/cos frequencies ~ N(0, numeric_sigma), linear, ReLU) instead of the plain float.
+    # Each dense float as a numeric_dim embedding instead of the plain float: piecewise_linear
+    # (numeric_bins train-quantile bins, linear) or periodic (PLR: numeric_frequencies sin/cos
+    # frequencies ~ N(0, numeric_sigma), linear, ReLU). See docs/models.md.
     numeric_encoding: NumericEncoding = "none"
+    numeric_bins: int = 16
     numeric_dim: int = 8
     numeric_frequencies: int = 16
     numeric_sigma: float = 0.1

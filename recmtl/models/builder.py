@@ -28,7 +28,7 @@ from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
 from recmtl.modules.mmoe import MMoE
 from recmtl.modules.multitab import MultiTab, MultiTabTransformer
-from recmtl.modules.numeric import PeriodicEncoding
+from recmtl.modules.numeric import PeriodicEncoding, PiecewiseLinearEncoding
 from recmtl.modules.ple import PLE, CGCLevel
 from recmtl.modules.ranker import DenseRanker, MultiTaskRanker
 from recmtl.modules.sequence import SequenceEncoder, TargetAttention
@@ -268,20 +268,28 @@ def input_blocks(cfg: Config, interaction: nn.Module) -> list[int]:
     return blocks + [extra] * (extra > 0)
 
 
-def build_numeric_encoder(cfg: Config) -> PeriodicEncoding | None:
-    """``dense [B, F] -> [B, F * numeric_dim]``, or None: the plain floats."""
+def build_numeric_encoder(cfg: Config, edges: list[list[float]] | None = None) -> nn.Module | None:
+    """``dense [B, F] -> [B, F * numeric_dim]``, or None: the plain floats.
+
+    ``edges``: piecewise_linear's per-feature bin edges (``recmtl.train.worker.numeric_edges``);
+    None puts ``[0, 1]`` in their place, for a model whose ``state_dict`` (holding the edges
+    as buffers) is loaded next: a checkpoint restore or an export.
+    """
     m, num_dense = cfg.model, len(cfg.features.dense)
     if m.numeric_encoding == "none" or not num_dense:
         return None
+    if m.numeric_encoding == "piecewise_linear":
+        return PiecewiseLinearEncoding(edges or [[0.0, 1.0]] * num_dense, dim=m.numeric_dim,
+                                       num_bins=m.numeric_bins)
     return PeriodicEncoding(num_features=num_dense, num_frequencies=m.numeric_frequencies,
                             sigma=m.numeric_sigma, dim=m.numeric_dim)
 
 
-def build_dense_ranker(cfg: Config) -> DenseRanker:
+def build_dense_ranker(cfg: Config, numeric_edges: list[list[float]] | None = None) -> DenseRanker:
     tasks = cfg.base_tasks()
     interaction = build_interaction(cfg)
-    numeric = build_numeric_encoder(cfg)
-    dense_width = numeric.output_dim if numeric is not None else len(cfg.features.dense)
+    numeric = build_numeric_encoder(cfg, numeric_edges)
+    dense_width = int(numeric.output_dim) if numeric is not None else len(cfg.features.dense)  # type: ignore[arg-type]
     in_features = int(getattr(interaction, "output_dim", pooled_width(cfg))) + dense_width
     if cfg.model.arch == "multitab":  # a token per feature, not per column
         backbone: nn.Module = _multitab(cfg.model, in_features, tasks,
@@ -298,13 +306,15 @@ def build_dense_ranker(cfg: Config) -> DenseRanker:
 
 
 def build_model(cfg: Config, embedding_device: str | torch.device = "cpu",
-                seed: int | None = None) -> MultiTaskRanker:
+                seed: int | None = None,
+                numeric_edges: list[list[float]] | None = None) -> MultiTaskRanker:
     """The full model. ``embedding_device="meta"`` leaves tables unallocated for DMP to shard.
 
     Dense weights are drawn from ``seed`` (default ``cfg.seed``), so every rank starts equal.
+    ``numeric_edges``: see ``build_numeric_encoder``.
     """
     torch.manual_seed(cfg.seed if seed is None else seed)
-    dense_ranker = build_dense_ranker(cfg)
+    dense_ranker = build_dense_ranker(cfg, numeric_edges)
     bags, unpooled = embedding_configs(cfg), sequence_embedding_configs(cfg)
     device = torch.device(embedding_device)
     embeddings = EmbeddingBagCollection(tables=bags, device=device) if bags else None

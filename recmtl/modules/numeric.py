@@ -82,6 +82,8 @@ class PiecewiseLinearEncoding(nn.Module):
         boundaries: per feature, its bin edges ``b_0 < b_1 < ... < b_T`` (``T >= 1`` bins).
         dim: width of each feature's embedding.
         activation: apply ReLU after the linear layer.
+        num_bins: pad every feature to this many bins (>= the most any feature has), so a
+            model built before its edges are known takes a ``state_dict`` with them.
     """
 
     lower: torch.Tensor  # [F, T] left edge of each bin
@@ -90,7 +92,7 @@ class PiecewiseLinearEncoding(nn.Module):
     high: torch.Tensor  # [F, T] 1, +inf on last bins, 0 on padded bins
 
     def __init__(self, boundaries: Sequence[Sequence[float]], dim: int,
-                 activation: bool = False) -> None:
+                 activation: bool = False, num_bins: int | None = None) -> None:
         super().__init__()
         if not boundaries:
             raise ValueError("PiecewiseLinearEncoding needs at least one feature")
@@ -104,7 +106,10 @@ class PiecewiseLinearEncoding(nn.Module):
                 raise ValueError(f"feature {f}: bin edges have NaN or infinite values")
             if not np.all(np.diff(e) > 0):
                 raise ValueError(f"feature {f}: bin edges must be strictly increasing (in float32)")
-        num_bins = max(e.size - 1 for e in edges)
+        most = max(e.size - 1 for e in edges)
+        if num_bins is not None and num_bins < most:
+            raise ValueError(f"num_bins {num_bins} is below a feature's {most} bins")
+        num_bins = most if num_bins is None else num_bins
         shape = (len(edges), num_bins)
         # Padded bins: lower 0, width 1, clamped to [0, 0], so their component is exactly 0.
         lower, width = np.zeros(shape, np.float32), np.ones(shape, np.float32)

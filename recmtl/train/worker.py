@@ -23,6 +23,7 @@ from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
 from recmtl.models.builder import build_model
 from recmtl.modules.diagnostics import ExpertProbe, flat_metrics
+from recmtl.modules.numeric import quantile_edges
 from recmtl.train.job import WorkerJob
 from recmtl.train.loop import EpochHooks, EpochStats, StepPlan, run_epoch
 from recmtl.train.managed import Admission
@@ -53,6 +54,21 @@ def train_readers(cfg: Config, rank: int, world: int) -> tuple[ParquetBatchReade
     return train, valid
 
 
+EDGE_ROWS = 65536  # train rows whose quantiles give piecewise_linear's bin edges
+
+
+def numeric_edges(cfg: Config) -> list[list[float]] | None:
+    """Bin edges of ``model.numeric_encoding: piecewise_linear``: ``numeric_bins`` quantiles of
+    each dense column over the first ``EDGE_ROWS`` train rows, read unshuffled and unsharded
+    so that every rank computes the same edges. None for the other encodings."""
+    if cfg.model.numeric_encoding != "piecewise_linear" or not cfg.features.dense:
+        return None
+    reader = ParquetBatchReader(f"{cfg.data.root.rstrip('/')}/train", FeatureSchema.from_config(cfg),
+                                EDGE_ROWS)
+    dense = next(iter(reader.epoch(0))).dense
+    return quantile_edges(dense.double().numpy(), cfg.model.numeric_bins)
+
+
 def run_worker(job: WorkerJob) -> None:
     """Trains ``job`` on this rank of an initialised process group, resuming from the sink's
     newest checkpoint if there is one."""
@@ -75,7 +91,7 @@ class WorkerRun:
         self.job = job
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = worker_device(cfg)
-        model = build_model(cfg, embedding_device="meta")
+        model = build_model(cfg, embedding_device="meta", numeric_edges=numeric_edges(cfg))
         self.model, self.optimizer, plan = shard_model(model, cfg.train, self.device,
                                                        tables=cfg.features.tables)
         self.sink: CheckpointSink = (DirectorySink(job.checkpoint_root) if job.checkpoint_root

@@ -11,6 +11,7 @@ from recmtl.export.parity import check_parity, kjt_to_csr
 from recmtl.export.scorer import BundleScorer
 from recmtl.losses import task_probabilities
 from recmtl.models.builder import build_model
+from recmtl.modules.numeric import quantile_edges
 
 ROWS = 300
 
@@ -68,7 +69,8 @@ def test_dynamic_batch(periodic, rows, backend):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["model.numeric_encoding=piecewise_linear"], "key 'model.numeric_encoding': expected one of"),
+    (["model.numeric_encoding=quantile"], "key 'model.numeric_encoding': expected one of"),
+    (["model.numeric_encoding=piecewise_linear", "model.numeric_bins=0"], "numeric_bins"),
     (["model.numeric_encoding=periodic", "model.numeric_sigma=0"], "numeric_sigma > 0"),
     (["model.numeric_encoding=periodic", "model.numeric_dim=0"], "numeric_dim"),
     (["model.numeric_encoding=periodic", "model.arch=multitab"], "not for multitab"),
@@ -78,6 +80,27 @@ def test_bad_numeric_keys_fail(overrides, message):
         load_config("configs/demo.yaml", overrides)
 
 
-def test_numeric_periodic_config_loads():
-    cfg = load_config("configs/models/numeric_periodic.yaml")
-    assert cfg.model.numeric_encoding == "periodic" and cfg.model.numeric_dim == 8
+def test_numeric_configs_load():
+    assert load_config("configs/models/numeric_periodic.yaml").model.numeric_encoding == "periodic"
+    ple = load_config("configs/models/numeric_ple.yaml").model
+    assert ple.numeric_encoding == "piecewise_linear" and ple.numeric_bins == 16
+
+
+def test_piecewise_linear_bundle_keeps_the_trained_edges(smoke_cfg, tmp_path):
+    """Edges from the data, loaded into a model built without them (as a restore does),
+    exported: the bundle scores as the model with the data's edges."""
+    cfg = smoke_cfg.derive({"model.numeric_encoding": "piecewise_linear", "model.numeric_bins": 6,
+                            "model.numeric_dim": 3})
+    reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), ROWS)
+    batch = next(iter(reader.epoch(0)))
+    edges = quantile_edges(batch.dense.double().numpy(), 6)
+    trained = build_model(cfg, seed=4, numeric_edges=edges).eval()
+    model = build_model(cfg, seed=5).eval()
+    model.load_state_dict(trained.state_dict())
+    encoder = model.dense_ranker.dense_encoder
+    assert encoder.output_dim == 3 * len(cfg.features.dense)
+    np.testing.assert_allclose(encoder.lower[0, : len(edges[0]) - 1].numpy(), edges[0][:-1],
+                               rtol=1e-6)
+    export_bundle(model, cfg, tmp_path, model.pooled(batch.sparse).detach(), batch.dense)
+    for backend in ("torch", "onnx"):
+        check_parity(trained, BundleScorer(tmp_path, backend), batch, cfg.tasks, atol=1e-5)

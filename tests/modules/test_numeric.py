@@ -72,6 +72,20 @@ def test_ple_matches_float64_reference():
         np.testing.assert_allclose(got.double().numpy(), want.reshape(500, 12), rtol=0, atol=1e-5)
 
 
+def test_ple_padded_to_num_bins_takes_a_state_dict():
+    x = _inputs(50, 3)
+    ple = PiecewiseLinearEncoding(EDGES, dim=2, num_bins=5)
+    assert ple.components(x).shape == (50, 3, 5)
+    np.testing.assert_allclose(ple.components(x)[..., :3].double().numpy(),
+                               _ple_reference(x.double().numpy(), EDGES), rtol=0, atol=1e-6)
+    placeholder = PiecewiseLinearEncoding([[0.0, 1.0]] * 3, dim=2, num_bins=5)
+    placeholder.load_state_dict(ple.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(placeholder(x), ple(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="num_bins 2 is below a feature's 3 bins"):
+        PiecewiseLinearEncoding(EDGES, dim=2, num_bins=2)
+
+
 def test_ple_feature_blocks_are_independent():
     ple = PiecewiseLinearEncoding(EDGES, dim=2)
     x = torch.tensor([[0.5, 1.0, 12.0]])
