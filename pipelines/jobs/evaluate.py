@@ -41,6 +41,7 @@ from recmtl.metrics.calibrate import (
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import build_report, format_table
 from recmtl.metrics.slices import SliceColumn
+from recmtl.modules.ranker import MultiTaskRanker
 
 
 def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
@@ -51,11 +52,12 @@ def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
 
 def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
              split: str = "test", bundle: str | Path | None = None,
-             calibration: FittedCalibration | None = None) -> dict[str, Any]:
+             calibration: FittedCalibration | None = None,
+             model: MultiTaskRanker | None = None) -> dict[str, Any]:
     """Scores ``split`` with ``checkpoint`` or, instead, with the serving ``bundle`` (plain
     torch, no torchrec in the scoring path); writes the report into ``out_dir``.
     ``calibration``: the checkpoint's calibrators, already fit (else fit here when
-    ``evaluate.calibration`` asks for them)."""
+    ``evaluate.calibration`` asks for them); ``model``: the checkpoint, already loaded."""
     if checkpoint is not None and bundle is not None:
         raise ValueError("evaluate takes a checkpoint or a bundle, not both")
     uri = f"{cfg.data.root.rstrip('/')}/{split}"
@@ -68,7 +70,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
         source = {"bundle": str(bundle)}
     elif checkpoint is not None:
         cols, diagnostics, calibration = checkpoint_predictions(cfg, checkpoint, uri, schema,
-                                                                calibration)
+                                                                calibration, model)
         if calibration is not None:
             uncalibrated = cols
             cols = calibrated_columns(cols, cfg.tasks, calibration.calibrators)
@@ -104,7 +106,8 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
 
 
 def checkpoint_predictions(cfg: Config, checkpoint: str | Path, uri: str,
-                           schema: FeatureSchema, calibration: FittedCalibration | None = None
+                           schema: FeatureSchema, calibration: FittedCalibration | None = None,
+                           model: MultiTaskRanker | None = None
                            ) -> tuple[dict[str, np.ndarray], dict[str, Any],
                                       FittedCalibration | None]:
     """Predictions beside labels (with ``logit/<task>`` columns when calibrating), the
@@ -115,7 +118,8 @@ def checkpoint_predictions(cfg: Config, checkpoint: str | Path, uri: str,
     from recmtl.predict import predict
     from recmtl.train.checkpoint import load_unsharded
 
-    model = load_unsharded(cfg, checkpoint)
+    if model is None:
+        model = load_unsharded(cfg, checkpoint)
     if calibration is None:
         calibration = fit_calibration(cfg, model)
     reader = ParquetBatchReader(uri, schema, cfg.data.eval_batch_size)

@@ -16,16 +16,19 @@ from recmtl.export.bundle import check_exportable, export_bundle
 from recmtl.export.parity import LOGIT_SLACK, check_parity
 from recmtl.export.scorer import BundleScorer
 from recmtl.metrics.calibrate import FittedCalibration
+from recmtl.modules.ranker import MultiTaskRanker
 from recmtl.train.checkpoint import load_unsharded
 
 
 def export(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
-           calibration: FittedCalibration | None = None) -> dict[str, Any]:
+           calibration: FittedCalibration | None = None,
+           model: MultiTaskRanker | None = None) -> dict[str, Any]:
     """Writes the bundle to ``out_dir`` and ``parity.json`` beside it; raises on a parity miss.
     ``calibration``: the checkpoint's calibrators, already fit (else fit here on the valid
-    split when ``evaluate.calibration`` asks for them)."""
+    split when ``evaluate.calibration`` asks for them); ``model``: the checkpoint, loaded."""
     check_exportable(cfg)  # before loading anything
-    model = load_unsharded(cfg, checkpoint)
+    if model is None:
+        model = load_unsharded(cfg, checkpoint)
     if calibration is None:
         calibration = fit_calibration(cfg, model)
     reader = ParquetBatchReader(f"{cfg.data.root.rstrip('/')}/test", FeatureSchema.from_config(cfg),

@@ -60,13 +60,15 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         train_s = time.perf_counter() - t0
         (run_dir / "checkpoint").write_text(str(checkpoint))
         mlflow.set_tag("recmtl.checkpoint", str(checkpoint))
-        # Post-hoc calibration (evaluate.calibration), fit once on the valid split for both.
-        calibration = (fit_calibration(cfg, load_unsharded(cfg, checkpoint))
-                       if cfg.evaluate.calibration != "none" else None)
-        report = evaluate(cfg, checkpoint, run_dir, calibration=calibration)
+        # The checkpoint loaded once for calibration, evaluation and export; post-hoc
+        # calibration (evaluate.calibration) fit once on the valid split for both.
+        model = load_unsharded(cfg, checkpoint)
+        calibration = fit_calibration(cfg, model)
+        report = evaluate(cfg, checkpoint, run_dir, calibration=calibration, model=model)
         # Sequence features have no serving bundle yet: train and evaluate, export nothing.
         exported = (None if sequences else
-                    export(cfg, checkpoint, run_dir / "export", calibration=calibration))
+                    export(cfg, checkpoint, run_dir / "export", calibration=calibration,
+                           model=model))
         if sequences:
             print(f"export skipped: sequence features {sequences} have no serving bundle yet "
                   "(docs/sequences.md)")

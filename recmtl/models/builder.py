@@ -243,10 +243,9 @@ def build_managed_ids(cfg: Config) -> ManagedIds | None:
 
 def feature_widths(cfg: Config) -> list[int]:
     """The width of each sparse feature's block of the pooled input, in config order: its
-    table's dim, or its sequence encoder's ``output_dim``."""
+    table's dim (a sequence's encoder pools its history into the same width)."""
     dims = {t.name: t.dim for t in cfg.features.tables}
-    return [int(_sequence_encoder(f, dims[f.table]).output_dim)  # type: ignore[arg-type]
-            if f.sequence is not None else dims[f.table] for f in cfg.features.sparse]
+    return [dims[f.table] for f in cfg.features.sparse]
 
 
 def pooled_width(cfg: Config) -> int:

@@ -70,7 +70,8 @@ class EpochHooks:
     ``after_step(steps done)`` after every step (checkpoints, fault drills); ``rec_metrics``
     (a torchrec ``RecMetricModule``) is updated with every step's predictions;
     ``before_step(sparse)`` sees each training batch's ids before the forward (managed tables'
-    admission, ``recmtl.train.managed``; not in pipelined steps)."""
+    admission, ``recmtl.train.managed``, and row weight decay, ``recmtl.train.row_decay``; not
+    in pipelined steps)."""
 
     log_every: int = 0  # 0: only at the end
     on_log: Callable[[int, list[float], int], None] | None = None

@@ -56,7 +56,10 @@ def reset_rows(model: torch.nn.Module, optimizer: Any, rows: dict[str, torch.Ten
                seed: int) -> None:
     """Rows ``rows[table]`` of each sharded table get fresh weights (uniform in
     ``+-sqrt(1 / rows)``, torchrec's default initialisation, drawn from ``seed`` so every rank
-    draws the same) and a zero fused optimizer state, in every shard that holds them."""
+    draws the same) and a zero fused optimizer state, in every shard that holds them.
+
+    In place: the state dicts' shards are views of the live tables and fused optimizer state
+    (fbgemm's), so nothing is loaded back."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     for table, taken in rows.items():
         new_ids = taken.cpu().numpy().astype(np.int64)
@@ -74,5 +77,3 @@ def reset_rows(model: torch.nn.Module, optimizer: Any, rows: dict[str, torch.Ten
                 copy_rows(fresh, live, old_ids, new_ids)
             else:  # a data-parallel table: every rank holds all of it
                 live.index_copy_(0, taken.to(live.device), fresh.to(live.dtype).to(live.device))
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])

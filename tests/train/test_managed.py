@@ -3,7 +3,6 @@ same mapping on every rank (each records the global step's ids), the rows new id
 re-initialised (weights and optimizer state) and nothing else touched, and the worker loop
 training a managed table end to end."""
 
-import socket
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ from recmtl.modules.managed_ids import ManagedIds
 from recmtl.train.checkpoint import load_unsharded
 from recmtl.train.managed import all_gather_cat, reset_rows
 from recmtl.train.sharding import shard_model
+from tests.ports import free_port
 
 
 def _managed(rows=6, interval=1):
@@ -90,17 +90,12 @@ def _two_rank_admission(rank, world, port, steps, out):
     dist.destroy_process_group()
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_every_rank_holds_the_mapping_of_the_global_stream(tmp_path):
     rng = np.random.default_rng(0)
     zipf = lambda n: (rng.zipf(1.5, size=n) % 40).tolist()  # noqa: E731
     steps = [[zipf(7) for _ in range(6)], [zipf(int(rng.integers(1, 12))) for _ in range(6)]]
-    mp.spawn(_two_rank_admission, args=(2, _port(), steps, tmp_path), nprocs=2)
+    mp.spawn(_two_rank_admission, args=(2, free_port(), steps, tmp_path), nprocs=2)
     one, two = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     single = _managed(rows=12, interval=2)
     for a, b in zip(*steps, strict=True):

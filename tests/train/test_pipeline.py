@@ -1,7 +1,6 @@
 """torchrec's TrainPipelineSparseDist on 2 gloo ranks trains exactly what the plain step
 trains: same batches, same order of updates, so the same weights."""
 
-import socket
 
 import torch
 import torch.distributed as dist
@@ -12,6 +11,7 @@ from recmtl.train.checkpoint import load_unsharded, save_sharded
 from recmtl.train.loop import EpochHooks, StepPlan, run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.worker import train_readers
+from tests.ports import free_port
 
 STEPS = 7
 
@@ -37,10 +37,7 @@ def _worker(rank, world, port, cfg, out):
 
 
 def test_pipelined_training_equals_the_plain_step(smoke_cfg, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(2, port, smoke_cfg, str(tmp_path)), nprocs=2)
+    mp.spawn(_worker, args=(2, free_port(), smoke_cfg, str(tmp_path)), nprocs=2)
     plain = dict(load_unsharded(smoke_cfg, tmp_path / "plain").named_parameters())
     piped = dict(load_unsharded(smoke_cfg, tmp_path / "pipelined").named_parameters())
     fresh = dict(build_model(smoke_cfg).named_parameters())

@@ -3,7 +3,6 @@
 ranks of a row-wise table (every rank's ids reach the shard that holds the row); and the
 worker loop trains with it."""
 
-import socket
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from recmtl.data.schema import FeatureSchema
 from recmtl.models.builder import build_model
 from recmtl.train.row_decay import build_row_decay
 from recmtl.train.sharding import shard_model
+from tests.ports import free_port
 
 WEIGHT = "embeddings.embedding_bags.user.weight"
 
@@ -65,11 +65,6 @@ def _run(rank, world, port, cfg, sharding, out):
     dist.destroy_process_group()
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.parametrize(("world", "mode", "sharding"), [
     (1, "decoupled", {"user": ["table_wise"]}),
@@ -81,9 +76,9 @@ def test_looked_up_rows_decay_by_the_hand_computed_factor(smoke_cfg, tmp_path, w
     wd, lr = 0.3, smoke_cfg.train.sparse_lr * 0.5
     cfg = _decay_cfg(smoke_cfg, wd, mode)
     if world == 1:  # in this process: a spawn costs an import of torchrec
-        _run(0, 1, _port(), cfg, sharding, tmp_path)
+        _run(0, 1, free_port(), cfg, sharding, tmp_path)
     else:
-        mp.spawn(_run, args=(world, _port(), cfg, sharding, tmp_path), nprocs=world)
+        mp.spawn(_run, args=(world, free_port(), cfg, sharding, tmp_path), nprocs=world)
     saved = torch.load(tmp_path / "decay.pt")
     seen = np.zeros(saved["snapshots"][0].shape[0])
     for step, ids in enumerate(saved["ids"]):

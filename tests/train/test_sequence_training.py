@@ -2,7 +2,6 @@
 through the worker loop, two gloo ranks equal the unsharded restore, the candidate and its
 history read one table, and export / warm start refuse sequence features by name."""
 
-import socket
 from dataclasses import replace
 
 import mlflow
@@ -24,6 +23,7 @@ from recmtl.train.job import Tracking, WorkerJob
 from recmtl.train.sharding import shard_model
 from recmtl.train.warm_start import warm_start
 from recmtl.train.worker import run_worker
+from tests.ports import free_port
 
 TINY = ["synthetic.train_rows=3000", "synthetic.valid_rows=500", "synthetic.test_rows=500",
         "synthetic.rows_per_file=1500", "synthetic.row_group_size=500", "synthetic.num_users=300",
@@ -106,16 +106,11 @@ def _worker(rank, world, port, cfg, out):
     dist.destroy_process_group()
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_sharded_sequence_model_equals_unsharded_restore(seq_cfg, tmp_path):
     """The EmbeddingCollection's tables sharded over two ranks (item column-wise, category
     table-wise), trained 3 steps: each rank's logits equal the restored unsharded model's."""
-    mp.spawn(_worker, args=(2, _port(), seq_cfg, str(tmp_path)), nprocs=2)
+    mp.spawn(_worker, args=(2, free_port(), seq_cfg, str(tmp_path)), nprocs=2)
     plan = torch.load(tmp_path / "plan0.pt")
     assert "sequence_embeddings" in plan and "column_wise" in plan
     model = load_unsharded(seq_cfg, tmp_path / "ckpt")

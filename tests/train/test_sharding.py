@@ -2,7 +2,6 @@
 model restored from the checkpoint they wrote (this catches the KeyedTensor reorder trap)."""
 
 import dataclasses
-import socket
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from recmtl.losses import multitask_loss
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded, save_sharded
 from recmtl.train.sharding import shard_model
+from tests.ports import free_port
 
 
 def _reader(cfg, rank, world):
@@ -50,14 +50,9 @@ def _worker(rank, world, port, cfg, out, from_config=False):
     dist.destroy_process_group()
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_table_wise_sharded_forward_equals_unsharded_restore(smoke_cfg, tmp_path):
-    mp.spawn(_worker, args=(2, _port(), smoke_cfg, str(tmp_path)), nprocs=2)
+    mp.spawn(_worker, args=(2, free_port(), smoke_cfg, str(tmp_path)), nprocs=2)
     plan = torch.load(tmp_path / "plan0.pt")
     assert "table_wise" in plan and "rank:1" in plan  # tables really live on both ranks
     _check_restore_matches(smoke_cfg, tmp_path)
@@ -76,7 +71,7 @@ def test_per_table_sharding_and_optimizers_from_config(smoke_cfg, tmp_path):
             t = dataclasses.replace(t, sharding=("table_wise",), optimizer="sgd", lr=0.5)
         tables.append(t)
     cfg = smoke_cfg.derive({"features.tables": tables})
-    mp.spawn(_worker, args=(2, _port(), cfg, str(tmp_path), True), nprocs=2)
+    mp.spawn(_worker, args=(2, free_port(), cfg, str(tmp_path), True), nprocs=2)
     plan = torch.load(tmp_path / "plan0.pt")
     kinds: dict[str, str] = {}
     for line in plan.splitlines():  # the first table of the printed plan: param | type | ...

@@ -3,7 +3,6 @@ training and buffer when it drops mid-run, log the backlog when it returns."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.jobs.train import train
 from recmtl.train.tracking import MetricBuffer, TrackingUnavailable, check_reachable
 from tests.conftest import with_output
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def _start_server(db, port):
@@ -47,7 +41,7 @@ def _stop(proc):
 
 
 def test_unreachable_server_fails_fast_before_any_compute(smoke_cfg, tmp_path):
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     t0 = time.perf_counter()
     with pytest.raises(TrackingUnavailable, match=f"{uri} is unreachable.*Nothing was computed"):
         check_reachable(uri)
@@ -60,7 +54,7 @@ def test_unreachable_server_fails_fast_before_any_compute(smoke_cfg, tmp_path):
 
 
 def test_metrics_survive_a_server_outage(tmp_path):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path / "mlflow.db", port)
     try:

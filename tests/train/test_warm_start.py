@@ -4,7 +4,6 @@ surviving rows bit for bit (weights and Adagrad accumulators), and its new rows 
 
 import dataclasses
 import json
-import socket
 
 import numpy as np
 import torch
@@ -20,12 +19,7 @@ from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import save_sharded
 from recmtl.train.sharding import shard_model
 from recmtl.train.warm_start import warm_start
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def _sharded(cfg, sharding):
@@ -85,7 +79,7 @@ def _read_all(path):
 
 
 def _run(fn, world, *args):
-    mp.spawn(fn, args=(world, _port(), *args), nprocs=world)
+    mp.spawn(fn, args=(world, free_port(), *args), nprocs=world)
 
 
 SAVE_PLAN = {"user": ["row_wise"], "item": ["table_wise"]}
