@@ -55,6 +55,15 @@ def test_modules_import_neither_ray_nor_mlflow():
     assert json.loads(out.strip().splitlines()[-1]) == []
 
 
+def test_the_worker_and_the_training_bench_load_without_mlflow():
+    """The GPU machine has no MLflow (docs/gpu.md): a worker imports it only for a tracked run."""
+    code = ("import json, sys, recmtl.train.entry, recmtl.train.worker, pipelines.bench.training\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'polars'})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
 def test_no_source_file_over_500_lines():
     files = [*LIBRARY, *(ROOT / "pipelines").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
     long = {str(p.relative_to(ROOT)): n for p in files

@@ -1,6 +1,7 @@
 """Training throughput and where the time goes, on this machine.
 
     python -m pipelines.bench.training CONFIG [dotted.key=value ...] [--steps 60] [--ray-workers 2]
+        [--ranks 2] [--data-repeats 5]
 
 
 Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
@@ -140,18 +141,20 @@ def bench_data_path(cfg: Config, repeats: int = 5) -> dict[str, float]:
                    best["reader_in_file_order"] / best["decode_floor"]})
 
 
-def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = None
-          ) -> dict[str, Any]:
+def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = None,
+          ranks: tuple[int, ...] = (2,), data_repeats: int = 5) -> dict[str, Any]:
+    """``ranks``: the multi-process runs without Ray (world sizes; on cuda those above the
+    GPU count are skipped: one GPU per rank)."""
     cfg = absolute_data_root(cfg)
     torch.manual_seed(cfg.seed)
     results: dict[str, Any] = {
         "config": cfg.name, "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
         "device": cfg.train.device,
-        "versions": {p: version(p) for p in ("torch", "torchrec", "fbgemm-gpu-cpu", "ray",
-                                              "pyarrow") if _installed(p)},
+        "versions": {p: version(p) for p in ("torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu",
+                                              "ray", "pyarrow") if _installed(p)},
     }
     print(f"bench: {cfg.name} on {results['cpu']} ({results['torch_threads']} threads)")
-    results["data_path"] = bench_data_path(cfg)
+    results["data_path"] = bench_data_path(cfg, repeats=data_repeats)
     d = results["data_path"]
     order = "shuffled" if cfg.data.shuffle else "in file order"
     print(f"data path: reader {d['reader_rows_per_s']:,.0f} rows/s (validated, {order}, KJT "
@@ -183,7 +186,9 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
               f"({s16['samples_per_s'] / s['samples_per_s']:.2f}x float32); step ms "
               f"{s16['step_ms']}", flush=True)
 
-    for world in (2,):
+    if cfg.train.device == "cuda":
+        ranks = tuple(w for w in ranks if w <= torch.cuda.device_count())
+    for world in ranks:
         r = bench_ranks(cfg, steps, world)
         results[f"ranks_{world}"] = r
         print(f"{world} processes, no Ray: {r['samples_per_s']:,.0f} samples/s; step ms "
@@ -229,11 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")
     parser.add_argument("--steps", type=int, default=60, help="training steps per run")
     parser.add_argument("--ray-workers", type=int, default=2, help="0 skips the Ray run")
+    parser.add_argument("--ranks", default="2",
+                        help="comma-separated world sizes of the runs without Ray ('' skips)")
+    parser.add_argument("--data-repeats", type=int, default=5, help="passes of the data path")
     parser.add_argument("--json", help="where to write the results")
     args = parser.parse_args(argv)
     quiet_third_party()
     return run_guarded(lambda: bench(load_config(args.config, args.overrides), steps=args.steps,
-                                     ray_workers=args.ray_workers, out=args.json),
+                                     ray_workers=args.ray_workers, out=args.json,
+                                     ranks=tuple(int(w) for w in args.ranks.split(",") if w),
+                                     data_repeats=args.data_repeats),
                        prog="bench")
 
 

@@ -23,12 +23,14 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from recmtl.train.job import WorkerJob
-from recmtl.train.tracking import MetricBuffer
+
+if TYPE_CHECKING:
+    from recmtl.train.tracking import MetricBuffer
 
 EVENTS = "progress.jsonl"
 
@@ -46,6 +48,10 @@ class Progress:
         if self.active and job.run_dir and not job.checkpoint_root:
             self.events = Path(job.run_dir) / EVENTS
         if self.active and job.tracking:
+            # MLflow loads only where a run is tracked: a bare worker (a benchmark, a GPU
+            # machine without MLflow) trains without it
+            from recmtl.train.tracking import MetricBuffer
+
             spill = Path(job.run_dir or ".") / "mlflow-unlogged-metrics.jsonl"
             self.tracker = MetricBuffer(job.tracking.uri, job.tracking.run_id, spill)
 
