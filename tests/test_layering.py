@@ -47,21 +47,24 @@ def test_importing_every_library_module_loads_no_job():
     assert json.loads(out.strip().splitlines()[-1]) == []
 
 
-def test_modules_import_neither_ray_nor_mlflow():
-    code = ("import json, sys, recmtl.modules.mmoe, recmtl.models.builder, recmtl.losses\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'})))")
+def _loaded(modules: str, watched: set[str]) -> list[str]:
+    """The ``watched`` top-level packages that importing ``modules`` loads, in a fresh process."""
+    code = (f"import json, sys, {modules}\n"
+            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {watched!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, check=True).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == []
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_modules_import_neither_ray_nor_mlflow():
+    assert _loaded("recmtl.modules.mmoe, recmtl.models.builder, recmtl.losses",
+                   {"ray", "mlflow"}) == []
 
 
 def test_the_worker_and_the_training_bench_load_without_mlflow():
     """The GPU machine has no MLflow (docs/gpu.md): a worker imports it only for a tracked run."""
-    code = ("import json, sys, recmtl.train.entry, recmtl.train.worker, pipelines.bench.training\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'polars'})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=300, check=True).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == []
+    assert _loaded("recmtl.train.entry, recmtl.train.worker, pipelines.bench.training",
+                   {"mlflow", "polars"}) == []
 
 
 def test_no_source_file_over_500_lines():
