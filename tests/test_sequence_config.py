@@ -38,6 +38,10 @@ def _edit(cfg, feature, **changes):
     ({"query": "hist_categories"}, r"sequence\.query: 'hist_categories' must be"),
     ({"max_len": 0}, r"features\.sparse\.hist_items\.sequence: max_len"),
     ({"dropout": 1.0}, r"features\.sparse\.hist_items\.sequence\.dropout"),
+    ({"side": ("item_id",)}, r"sequence\.side: 'item_id' must be a multi-valued feature that "
+                             "is not a sequence"),
+    ({"side": ("hist_categories",)}, r"sequence\.side: 'hist_categories' must be"),
+    ({"side": ("nope",)}, r"sequence\.side: 'nope' must be"),
     ({"encoder": "bst", "num_heads": 3}, r"sequence\.num_heads: 3 must divide the dim of "
                                          "table 'item' \\(8\\)"),
 ])
@@ -55,7 +59,7 @@ def test_an_unknown_encoder_is_refused_while_loading(din):
 def test_sequence_tables_need_one_dim_and_no_row_decay(din):
     tables = [replace(t, dim=16) if t.name == "category" else t for t in din.features.tables]
     with pytest.raises(ConfigError, match=r"features\.tables: the tables of sequence features "
-                                          r"\['category', 'item'\] must share one dim"):
+                                          r"\['age', 'category', 'item'\] must share one dim"):
         din.derive({"features.tables": tables, "model.interaction": "none"})
     tables = [replace(t, weight_decay=0.1) if t.name == "item" else t for t in din.features.tables]
     with pytest.raises(ConfigError, match=r"features\.tables\.item: managed_collision and "
@@ -64,9 +68,10 @@ def test_sequence_tables_need_one_dim_and_no_row_decay(din):
 
 
 def test_sequence_tables_leave_the_bag_collection(din):
-    assert {c.name for c in sequence_embedding_configs(din)} == {"item", "category"}
-    assert [c.feature_names for c in sequence_embedding_configs(din)] == [
-        ["item_id", "hist_items"], ["item_category", "hist_categories"]]
+    # the side list's table (the events' age buckets) is looked up unpooled too
+    assert {c.name for c in sequence_embedding_configs(din)} == {"item", "category", "age"}
+    assert sorted(c.feature_names for c in sequence_embedding_configs(din)) == [
+        ["hist_age_bucket"], ["item_category", "hist_categories"], ["item_id", "hist_items"]]
     assert {c.name for c in embedding_configs(din)} == {"user", "segment", "hour", "device"}
     assert pooled_width(din) == 8 * len(din.features.sparse)  # one [B, D] block per feature
     pooled = _edit(_edit(din, "hist_items", sequence=None), "hist_categories", sequence=None)

@@ -21,7 +21,7 @@ CFG = SequenceWorldConfig(train_rows=20_000, valid_rows=3_000, test_rows=3_000,
                           rows_per_file=8_000, row_group_size=2_000, num_users=3_000,
                           num_items=2_000, num_categories=40, num_segments=16,
                           max_history_len=30, mean_history_len=12.0, seed=3)
-HIST = ("hist_items", "hist_categories", "hist_age_hours")
+HIST = ("hist_items", "hist_categories", "hist_age_hours", "hist_age_bucket")
 
 
 def _load(root, split="train"):
@@ -64,6 +64,7 @@ def test_layout_schema_and_ids(store):
     assert schema.field("hist_items").type == pa.list_(pa.int64())
     assert schema.field("hist_categories").type == pa.list_(pa.int64())
     assert schema.field("hist_age_hours").type == pa.list_(pa.float32())
+    assert schema.field("hist_age_bucket").type == pa.list_(pa.int64())
     for name in ("user_id", "item_id", "item_category", "hour", "device"):
         assert schema.field(name).type == pa.int64(), name
     for name in ("click", "conversion"):
@@ -168,3 +169,17 @@ def test_config_errors_name_the_key():
         dataclasses.replace(CFG, num_items=0)
     with pytest.raises(ValueError, match="mean_history_len"):
         dataclasses.replace(CFG, mean_history_len=-1.0)
+
+
+def test_age_buckets_are_half_octaves_of_the_ages(store):
+    """hist_age_bucket[j] = 1 + floor(2 log2(1 + age_j)), capped at AGE_BUCKETS (a float64
+    loop over the raw ages, not the generator's vectorised function)."""
+    from pipelines.feature_store.synthetic_sequences import AGE_BUCKETS
+
+    root, _ = store
+    t = _load(root).slice(0, 2_000)
+    ages = pc.list_flatten(t["hist_age_hours"].combine_chunks()).to_numpy().astype(np.float64)
+    buckets = pc.list_flatten(t["hist_age_bucket"].combine_chunks()).to_numpy()
+    expected = [min(1 + int(np.floor(2 * np.log2(1 + a))), AGE_BUCKETS) for a in ages]
+    np.testing.assert_array_equal(buckets, expected)
+    assert buckets.min() >= 1 and buckets.max() <= AGE_BUCKETS

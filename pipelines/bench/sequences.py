@@ -1,8 +1,9 @@
 """Behaviour sequences, quality (issue #15): on the sequence store, where click and conversion
-depend on a target-dependent match with the history, one epoch of the same model four ways:
-no history, the history pooled (summed, blind to the candidate), DIN target attention and a
-BST encoder; every task's test AUC beside its oracle, the share of the pooled model's gap to
-the oracle that attention closes, and training samples/s. Each variant is a real `recmtl
+depend on a target-dependent match with the history, one epoch of the same model five ways:
+no history, the history pooled (summed, blind to the candidate), DIN target attention (with
+and without the side lists, such as the events' age buckets) and a BST encoder; every task's
+test AUC beside its oracle, the share of the pooled model's gap to the oracle that attention
+closes, and training samples/s. Each variant is a real `recmtl
 train` run (Ray, MLflow, report).
 
     recmtl generate configs/sequences/din.yaml
@@ -26,16 +27,22 @@ BST = {"encoder": "bst", "num_heads": 2, "num_layers": 1, "ffn_dim": 32}
 
 
 def variants(config: str, overrides: list[str]) -> dict[str, list[str]]:
-    """``{name: overrides}``: the config's sequence features kept, pooled, dropped or BST."""
+    """``{name: overrides}``: the config's sequence features kept, pooled, dropped (with their
+    side lists), kept without side lists, or BST."""
     sparse = load_config(config, overrides).to_dict()["features"]["sparse"]
     sequences = [f["name"] for f in sparse if f.get("sequence")]
+    sides = {s for f in sparse if f.get("sequence") for s in f["sequence"].get("side", ())}
     pooled = [{k: v for k, v in f.items() if k != "sequence"} for f in sparse]
-    dropped = [f for f in pooled if f["name"] not in sequences]
+    dropped = [f for f in pooled if f["name"] not in sequences and f["name"] not in sides]
     bst = [f | {"sequence": f["sequence"] | BST} if f.get("sequence") else f for f in sparse]
     din = [f | {"sequence": f["sequence"] | {"encoder": "din"}} if f.get("sequence") else f
            for f in sparse]
-    return {name: [f"features.sparse={json.dumps(s)}"] for name, s in
-            (("no_history", dropped), ("pooled", pooled), ("din", din), ("bst", bst))}
+    din_alone = [f | {"sequence": f["sequence"] | {"side": []}} if f.get("sequence") else f
+                 for f in din if f["name"] not in sides]
+    named = [("no_history", dropped), ("pooled", pooled), ("din", din), ("bst", bst)]
+    if sides:
+        named.insert(3, ("din_without_side", din_alone))
+    return {name: [f"features.sparse={json.dumps(s)}"] for name, s in named}
 
 
 def gap_closed(auc: float, pooled: float, oracle: float) -> float:

@@ -37,7 +37,8 @@ Columns of ``{train,valid,test}/part-NNNNN.parquet`` (row groups of ``row_group_
 ``impression_id`` (unique across splits), ``user_id``, ``item_id`` (the candidate),
 ``item_category``, ``user_segment``, ``hour``, ``device`` int64; ``price`` (the item's price
 plus observation noise), ``user_activity`` float32; ``hist_items``, ``hist_categories``
-list<int64> and ``hist_age_hours`` list<float32>, aligned, oldest first (ages strictly
+list<int64>, ``hist_age_hours`` list<float32> and ``hist_age_bucket`` list<int64> (the age on
+a half-octave scale, ``age_bucket``: ids 1..``AGE_BUCKETS``), aligned, oldest first (ages strictly
 decrease along a list: the last element is the most recent); ``click``, ``conversion`` int8;
 ``p_click``, ``p_conversion_given_click``, ``p_conversion`` (= p_click * p_cvr, the entire-space
 probability of the ``conversion`` label) float64. The probabilities use the written float32
@@ -77,6 +78,7 @@ STICKINESS = 0.6  # probability a history position repeats the interest before i
 LIKED = 0.8  # probability a new interest is one of the segment's liked categories
 CANDIDATE_LIKED = 0.5  # probability the candidate comes from a liked category
 NULL_HISTORY_FRACTION = 0.03
+AGE_BUCKETS = 21  # hist_age_bucket ids 1..21: a table of 22 rows
 B_CLICK = -4.6
 B_CVR = -2.6
 LATENT_WEIGHT = 0.8
@@ -319,12 +321,25 @@ def sample_rows(sw: SequenceWorld, cfg: SequenceWorldConfig, n: int, rng: np.ran
         "hist_items": as_list(hist.items),
         "hist_categories": as_list(w.item_category[hist.items].astype(np.int64)),
         "hist_age_hours": as_list(hist.age_hours),
+        "hist_age_bucket": as_list(age_bucket(hist.age_hours)),
         "click": pa.array(click.astype(np.int8)),
         "conversion": pa.array(conversion.astype(np.int8)),
         "p_click": pa.array(p_click),
         "p_conversion_given_click": pa.array(p_cvr),
         "p_conversion": pa.array(p_click * p_cvr),
     })
+
+
+def age_bucket(age_hours: np.ndarray) -> np.ndarray:
+    """Ages in hours -> ids ``1 + floor(2 log2(1 + age))`` capped at ``AGE_BUCKETS``: half-octave
+    buckets (the first hour, then ~1.4x wider each), so an id model can learn the recency decay.
+
+    Example:
+        >>> age_bucket(np.array([0.0, 1.0, 24.0, 1e6])).tolist()
+        [1, 3, 10, 21]
+    """
+    b = 1 + np.floor(2 * np.log2(1.0 + np.asarray(age_hours, dtype=np.float64)))
+    return np.minimum(b, AGE_BUCKETS).astype(np.int64)
 
 
 def histories_of(table: pa.Table) -> Histories:

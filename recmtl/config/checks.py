@@ -83,6 +83,12 @@ def _check_sequences(cfg: Config, fail: Fail) -> None:
             fail(f"{where}: max_len, num_heads and ffn_dim must be >= 1, num_layers >= 0")
         if not 0 <= seq.dropout < 1:
             fail(f"{where}.dropout: {seq.dropout} must be in [0, 1)")
+        for side in seq.side:
+            other = features.get(side)
+            if (other is None or not other.multi_valued or other.sequence is not None
+                    or side == f.name):
+                fail(f"{where}.side: {side!r} must be a multi-valued feature that is not a "
+                     "sequence (one id per event of the history, aligned by position)")
         if seq.encoder == "bst" and tables[f.table].dim % seq.num_heads:
             fail(f"{where}.num_heads: {seq.num_heads} must divide the dim of table {f.table!r} "
                  f"({tables[f.table].dim})")

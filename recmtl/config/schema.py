@@ -93,6 +93,8 @@ class SequenceConfig:
     ``ffn_dim`` feed-forward over the history with recency positions, then target attention;
     Chen et al. 2019). ``attention_layers``: hidden widths of the target attention unit.
     ``normalize``: softmax attention weights (false: DIN's raw weights). ``dropout``: bst's.
+    ``side``: multi-valued features aligned with the history by position (one id per event:
+    its category, its age bucket), whose embeddings are added to the history's keys.
     """
 
     query: str
@@ -104,6 +106,7 @@ class SequenceConfig:
     num_layers: int = 1
     ffn_dim: int = 64
     dropout: float = 0.0
+    side: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,9 @@ class FeaturesConfig:
     group: str | None = None  # column used as GAUC group (user id)
 
     def sequence_tables(self) -> set[str]:
-        """The tables any sequence feature reads (they are looked up unpooled)."""
-        return {f.table for f in self.sparse if f.sequence is not None}
+        """The tables any sequence feature or its side lists read (looked up unpooled)."""
+        sides = {s for f in self.sparse if f.sequence is not None for s in f.sequence.side}
+        return {f.table for f in self.sparse if f.sequence is not None or f.name in sides}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class FeatureSchema:
     # (child, parent) label pairs where child = 1 requires parent = 1 (conversion needs click)
     label_implies: tuple[tuple[str, str], ...] = ()
     targets: tuple[str, ...] = ()  # regression labels, delivered beside the labels
+    # (side, sequence) list pairs that must have equal lengths in every row (``sequence.side``)
+    aligned: tuple[tuple[str, str], ...] = ()
 
 
     @property
@@ -64,4 +66,6 @@ class FeatureSchema:
             extras=extras,
             label_implies=implies,
             targets=tuple(c for c in targets if c not in labels),
+            aligned=tuple((side, f.name) for f in cfg.features.sparse if f.sequence
+                          for side in f.sequence.side),
         )

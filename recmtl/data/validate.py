@@ -114,6 +114,12 @@ def check_values(cols: Columns, schema: FeatureSchema, where: str, first_row: in
             _fail(where, s.name, bad, ids[bad_ids][0], "hold ids out of range", expected,
                   first_row)
         _fail(where, s.name, bad_ids, ids[bad_ids][0], "are out of range", expected, first_row)
+    for side, sequence in schema.aligned:
+        bad = np.diff(cols.offsets[side]) != np.diff(cols.offsets[sequence])
+        if bad.any():
+            _fail(where, side, bad, None, f"differ in length from {sequence!r}",
+                  f"one entry per event of {sequence!r} (a side list of that sequence)",
+                  first_row)
     if not np.isfinite(cols.dense).all():
         j = int(np.flatnonzero(~np.isfinite(cols.dense).all(axis=0))[0])
         x = cols.dense[:, j]

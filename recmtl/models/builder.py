@@ -219,7 +219,8 @@ def build_sequence_features(cfg: Config) -> SequenceFeatures | None:
         pooling={f.name: tables[f.table].pooling for f in features if f.sequence is None},
         encoders={f.name: _sequence_encoder(f, tables[f.table].dim) for f in sequences},
         queries={f.name: f.sequence.query for f in sequences if f.sequence},
-        max_lens={f.name: f.sequence.max_len for f in sequences if f.sequence})
+        max_lens={f.name: f.sequence.max_len for f in sequences if f.sequence},
+        sides={f.name: f.sequence.side for f in sequences if f.sequence and f.sequence.side})
 
 
 def build_managed_ids(cfg: Config) -> ManagedIds | None:

@@ -51,10 +51,15 @@ class SequenceFeatures(nn.Module):
         queries: ``{sequence feature: pooled feature}``, the candidate each history is
             compared with.
         max_lens: ``{sequence feature: L}``, the most recent ids kept.
+        sides: ``{sequence feature: side features}``, lists aligned with the history by
+            position (a row's side list as long as its history: the reader checks it); each
+            side's padded embeddings are added to the keys, as BST adds positions (so the
+            attention sees, say, each event's age bucket beside its item).
     """
 
     def __init__(self, pooling: dict[str, str], encoders: dict[str, nn.Module],
-                 queries: dict[str, str], max_lens: dict[str, int]) -> None:
+                 queries: dict[str, str], max_lens: dict[str, int],
+                 sides: dict[str, tuple[str, ...]] | None = None) -> None:
         super().__init__()
         if set(encoders) != set(queries) or set(encoders) != set(max_lens):
             raise ValueError("encoders, queries and max_lens must name the same sequences")
@@ -65,6 +70,10 @@ class SequenceFeatures(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.queries = dict(queries)
         self.max_lens = dict(max_lens)
+        self.sides = {name: tuple(s) for name, s in (sides or {}).items() if s}
+        unknown = sorted(set(self.sides) - set(encoders))
+        if unknown:
+            raise ValueError(f"sides name {unknown}, which are not sequences")
         self.output_dims = {name: int(enc.output_dim)  # type: ignore[arg-type]
                             for name, enc in encoders.items()}
 
@@ -75,6 +84,9 @@ class SequenceFeatures(nn.Module):
             history = jagged[name]
             lengths = history.lengths().to(torch.int64)
             keys = jagged_to_padded(history.values(), lengths, self.max_lens[name])
+            for side in self.sides.get(name, ()):
+                keys = keys + jagged_to_padded(jagged[side].values(), jagged[side].lengths(),
+                                               self.max_lens[name])
             out[name] = encoder(out[self.queries[name]], keys,
                                 lengths.clamp(max=self.max_lens[name]))
         return out

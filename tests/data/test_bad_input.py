@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recmtl.data.reader import ParquetBatchReader
+from recmtl.data.schema import FeatureSchema, SparseColumn
 from recmtl.errors import DataError
 from tests.data.helpers import SCHEMA, table
 
@@ -117,3 +118,25 @@ def test_corrupt_file(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(DataError, match="no such file or directory"):
         _read_all(tmp_path / "nope")
+
+
+def test_a_side_list_of_another_length_than_its_sequence_names_the_row(tmp_path):
+    """``sequence.side`` lists run beside their history; a row where they differ would shift
+    every later event's side embedding onto the wrong item, so it is an error, not a pad."""
+    schema = FeatureSchema(
+        sparse=(*SCHEMA.sparse, SparseColumn("recent_age", 5, True)), dense=SCHEMA.dense,
+        labels=SCHEMA.labels, group=SCHEMA.group, label_implies=SCHEMA.label_implies,
+        aligned=(("recent_age", "recent"),))
+    t = table(range(10))
+    ages = [[1] * len(r) for r in t.column("recent").to_pylist()]
+    aligned = t.append_column("recent_age", pa.array(ages, pa.list_(pa.int64())))
+    _write(tmp_path / "ok", aligned)
+    rows = sum(b.size for b in ParquetBatchReader(str(tmp_path / "ok"), schema, 8).epoch(0))
+    assert rows == 10
+    ages[6] = ages[6] + [2]  # row 6 = row group 1, row 2 within it
+    path = _write(tmp_path / "bad", t.append_column("recent_age", pa.array(ages, pa.list_(pa.int64()))))
+    with pytest.raises(DataError, match=rf"^{path}, row group 1, column 'recent_age': 1 value\(s\) "
+                                        r"differ in length from 'recent'; expected one entry per "
+                                        r"event of 'recent' .*\(first at row 2 of the row group\)$"):
+        for _ in ParquetBatchReader(str(tmp_path / "bad"), schema, 8).epoch(0):
+            pass

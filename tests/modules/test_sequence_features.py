@@ -59,3 +59,32 @@ def test_sequence_features_refuse_a_query_that_is_not_pooled():
     with pytest.raises(ValueError, match="not pooled"):
         SequenceFeatures(pooling={}, encoders={"hist": TargetAttention(4, [])},
                          queries={"hist": "item"}, max_lens={"hist": 2})
+
+
+def test_a_side_list_is_added_to_the_keys_position_by_position():
+    """With a side list (an age bucket per event), the keys are the history's padded
+    embeddings plus the side's, slot by slot: the same recent-most cut applies to both."""
+    torch.manual_seed(2)
+    attention = TargetAttention(embedding_dim=3, hidden_dims=[4])
+    features = SequenceFeatures(pooling={"item": "sum", "age": "sum"},
+                                encoders={"hist": attention}, queries={"hist": "item"},
+                                max_lens={"hist": 2}, sides={"hist": ("age",)})
+    lengths = torch.tensor([3, 0, 1])
+    item, hist, age = torch.randn(3, 3), torch.randn(4, 3), torch.randn(4, 3)
+    out = features({"item": JaggedTensor(values=item, lengths=torch.ones(3, dtype=torch.int64)),
+                    "hist": JaggedTensor(values=hist, lengths=lengths),
+                    "age": JaggedTensor(values=age, lengths=lengths)})
+    keys = torch.zeros(3, 2, 3, dtype=torch.float64)
+    keys[0] = (hist[1:3] + age[1:3]).double()
+    keys[2, 0] = (hist[3] + age[3]).double()
+    with torch.no_grad():
+        expected = attention.double()(item.double(), keys, torch.tensor([2, 0, 1]))
+    torch.testing.assert_close(out["hist"].double(), expected)
+    torch.testing.assert_close(out["age"], age[[0, 1, 2]].new_tensor(
+        [(age[0] + age[1] + age[2]).tolist(), [0.0] * 3, age[3].tolist()]))
+
+
+def test_sides_must_belong_to_a_sequence():
+    with pytest.raises(ValueError, match="not sequences"):
+        SequenceFeatures(pooling={"item": "sum"}, encoders={"hist": TargetAttention(4, [])},
+                         queries={"hist": "item"}, max_lens={"hist": 2}, sides={"item": ("x",)})

@@ -131,7 +131,8 @@ def test_candidate_and_history_read_the_same_rows(seq_cfg):
     model = build_model(seq_cfg)
     names = [f.name for f in seq_cfg.features.sparse]
     ids = {"user_id": [[1], [2]], "item_id": [[5], [7]], "item_category": [[1], [2]],
-           "hist_items": [[3, 5], []], "hist_categories": [[1], [2, 3]],
+           "hist_items": [[3, 5], []], "hist_categories": [[1, 2], []],
+           "hist_age_bucket": [[4, 1], []],
            "user_segment": [[0], [1]], "hour": [[3], [4]], "device": [[0], [1]]}
     kjt = KeyedJaggedTensor.from_lengths_sync(
         keys=names, values=torch.tensor([i for n in names for row in ids[n] for i in row]),
