@@ -21,7 +21,7 @@ def ray_local():
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=max(os.cpu_count() or 1, 3), include_dashboard=False,
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 3), include_dashboard=False,
              configure_logging=False)
     yield ray
     ray.shutdown()

@@ -42,8 +42,10 @@ def ensure_ray(num_workers: int, address: str | None = None, quiet: bool = True)
         # Spot-node preemption watching has nothing to watch on one local node (and logs a
         # core-worker error line as it starts); a cluster keeps Ray's default.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ray.init(num_cpus=max(os.cpu_count() or 1, num_workers + 1), include_dashboard=False,
-                 configure_logging=False, runtime_env=runtime_env)
+        # address="local": a new Ray of our own even where another cluster runs on this
+        # machine (`ray start`, a test's Cluster), which a bare ray.init() would join
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, num_workers + 1),
+                 include_dashboard=False, configure_logging=False, runtime_env=runtime_env)
 
 
 def scaling_config(cfg: Config) -> Any:
