@@ -129,7 +129,8 @@ TABLE: list[Entry] = [
           "needs an S3 endpoint: tests/test_object_store.py (heavy) runs it against a local one"),
     Entry(_exact("python -m pipelines.bench.object_store"), "heavy",
           "starts moto's S3 server; a small store, one read each",
-          extra=("configs/smoke.yaml", "synthetic.train_rows=20000", "--repeats", "1")),
+          subs=(("object_store", "object_store configs/smoke.yaml synthetic.train_rows=20000 "
+                 "--repeats 1"),)),
     Entry(_exact("python -m pipelines.bench.object_store [CONFIG] [dotted.key=value ...] "
                  "[--repeats 5]"), "help"),
     Entry(_exact("python -m pipelines.bench.eval --rows 10000000"), "run",
