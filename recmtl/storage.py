@@ -36,6 +36,23 @@ def _reason(e: BaseException) -> str:
     return " ".join(text.split()) or type(e).__name__
 
 
+def read_text(root: str, name: str) -> str | None:
+    """The text of the file ``name`` under ``root`` (a local directory or a URI), or None when
+    there is none."""
+    if not is_uri(root):
+        local = Path(root) / name
+        return local.read_text() if local.is_file() else None
+    fs, base = _filesystem(root)
+    path = f"{base.rstrip('/')}/{name}"
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as f:
+            return bytes(f.read()).decode()
+    except OSError as e:
+        raise DataError(f"{root.rstrip('/')}/{name}: cannot read it ({_reason(e)})") from None
+
+
 def check_writable(uri: str) -> tuple[pafs.FileSystem, str]:
     """``uri``'s filesystem and path, once its bucket is known to exist (an object store never
     creates buckets for recmtl); before any work whose output goes there."""

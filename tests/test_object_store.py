@@ -18,6 +18,7 @@ import yaml
 
 from pipelines.cli import main
 from pipelines.feature_store.prepare import prepare
+from pipelines.jobs.lineage import data_version
 from recmtl.config import ConfigError, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
@@ -76,6 +77,7 @@ def test_prepare_to_s3_matches_local_and_the_reader_reads_it_back(export, bucket
     uri = f"{bucket}/prepared/shop"
     remote = prepare(write_spec(tmp_path, src, output=uri))
     assert remote["splits"] == local["splits"]
+    assert data_version(uri) == remote["version"] == local["version"] is not None  # lineage tag
 
     fs, base = pafs.FileSystem.from_uri(uri)
     local_root = tmp_path / "out"
