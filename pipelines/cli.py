@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,21 +169,34 @@ def _config_command(args: argparse.Namespace, cfg: Config) -> None:
         out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / "evaluate-bundle"
         evaluate(with_slices(cfg, args.slice), None, out, bundle=args.bundle)
     else:
-        from pipelines.jobs.train import latest_checkpoint
+        with tempfile.TemporaryDirectory(prefix="recmtl-checkpoint-") as tmp:
+            _checkpoint_command(args, cfg, Path(tmp))
 
+
+def _checkpoint_command(args: argparse.Namespace, cfg: Config, scratch: Path) -> None:
+    """``evaluate`` / ``export`` from a checkpoint: a directory, the newest run's, or a URI
+    (``train.storage_path`` on object storage: copied under ``scratch`` first; needs --out)."""
+    from pipelines.jobs.train import latest_checkpoint
+
+    if args.checkpoint and "://" in args.checkpoint:
+        from recmtl.train.launch import local_checkpoint
+
+        if not args.out:
+            raise RecmtlError(f"--checkpoint {args.checkpoint}: a checkpoint URI needs --out DIR")
+        checkpoint = local_checkpoint(args.checkpoint, scratch)
+    else:
         checkpoint = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(cfg)
-        if not checkpoint.exists():
-            raise RecmtlError(f"--checkpoint {checkpoint}: no such directory")
-        run_dir = Path(args.out) if args.out else checkpoint.parent.parent.parent
-        if args.command == "evaluate":
-            from pipelines.jobs.evaluate import evaluate, with_slices
+    if not checkpoint.exists():
+        raise RecmtlError(f"--checkpoint {checkpoint}: no such directory")
+    run_dir = Path(args.out) if args.out else checkpoint.parent.parent.parent
+    if args.command == "evaluate":
+        from pipelines.jobs.evaluate import evaluate, with_slices
 
-            evaluate(with_slices(cfg, args.slice), checkpoint, run_dir)
-        else:
-            from pipelines.jobs.export import export
+        evaluate(with_slices(cfg, args.slice), checkpoint, run_dir)
+    else:
+        from pipelines.jobs.export import export
 
-            export(cfg, checkpoint, run_dir if args.out else run_dir / "export")
-
+        export(cfg, checkpoint, run_dir if args.out else run_dir / "export")
 
 if __name__ == "__main__":
     sys.exit(main())

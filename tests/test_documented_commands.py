@@ -124,6 +124,15 @@ TABLE: list[Entry] = [
     Entry(_exact("recmtl export configs/demo.yaml export.aot_inductor=true --out /tmp/b"), "heavy",
           "AOTInductor compiles for ~30 s more", subs=(("/tmp/b", "{out}"),),
           extra=("export.parity_rows=512",), after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl evaluate CONFIG --checkpoint s3://bucket/checkpoints/<run>/epoch-0000 "
+                 "--out DIR"), "covered",
+          "needs an S3 endpoint: tests/test_object_store.py (heavy) runs it against a local one"),
+    Entry(_exact("python -m pipelines.bench.object_store"), "heavy",
+          "starts moto's S3 server; a small store, one read each",
+          subs=(("object_store", "object_store configs/smoke.yaml synthetic.train_rows=20000 "
+                 "--repeats 1"),)),
+    Entry(_exact("python -m pipelines.bench.object_store [CONFIG] [dotted.key=value ...] "
+                 "[--repeats 5]"), "help"),
     Entry(_exact("python -m pipelines.bench.eval --rows 10000000"), "run",
           subs=(("--rows 10000000", "--rows 20000"),), extra=("--bootstrap", "20")),
     # More synthetic stores: generation is cheap at a few thousand rows.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from pipelines.feature_store.sources import (
 from pipelines.feature_store.spec import DenseSpec, PrepareSpec, SparseSpec
 from recmtl.errors import DataError
 from recmtl.export.raw import TRANSFORMS_FORMAT, blake2b64
+from recmtl.storage import check_writable, download_dir, is_uri, upload_dir
 
 SPLITS = ("train", "valid", "test")
 _HASH_BUCKETS = 10_000
@@ -252,6 +254,32 @@ def check_train_rows(frame: pl.LazyFrame, spec: PrepareSpec) -> None:
 
 
 def prepare(spec: PrepareSpec) -> dict[str, Any]:
+    """Prepares ``spec`` into ``spec.output``: a local directory or a URI (``s3://bucket/prefix``,
+    credentials from the environment: ``recmtl/storage.py``). Object storage has no directory
+    for polars' local sink to stream part files into, so a URI output is written to a local
+    staging directory and copied there; the config it writes points at the URI. A URI
+    ``previous`` is copied down first."""
+    if not is_uri(spec.output) and not (spec.previous and is_uri(spec.previous)):
+        return _prepare(spec, root=str(Path(spec.output).resolve()))
+    with tempfile.TemporaryDirectory(prefix="recmtl-prepare-") as tmp:
+        previous_uri = spec.previous if spec.previous and is_uri(spec.previous) else None
+        if previous_uri:
+            previous = download_dir(previous_uri, Path(tmp) / "previous")
+            spec = dataclasses.replace(spec, previous=str(previous))
+        if not is_uri(spec.output):
+            return _prepare(spec, root=str(Path(spec.output).resolve()), previous_uri=previous_uri)
+        check_writable(spec.output)  # a missing bucket fails before the work, not after
+        staged = Path(tmp) / "out"
+        stats = _prepare(dataclasses.replace(spec, output=str(staged)), root=spec.output,
+                         previous_uri=previous_uri)
+        upload_dir(staged, spec.output)
+    print(f"copied to {spec.output}")
+    return stats
+
+
+def _prepare(spec: PrepareSpec, root: str, previous_uri: str | None = None) -> dict[str, Any]:
+    """``root``: where the output will be read from (the generated config's ``data.root``);
+    ``previous_uri``: where ``spec.previous``, a local copy, came from (recorded instead)."""
     if spec.feast:
         from pipelines.feature_store.feast_source import export_from_feast
 
@@ -302,13 +330,15 @@ def prepare(spec: PrepareSpec) -> dict[str, Any]:
                               row_group_size=spec.row_group_size, mkdir=True)
     transforms = _transforms(spec, tables, dense)
     record = chain.record(transforms, tables)
+    if previous_uri:
+        record["incremental"]["previous"] = previous_uri
     transforms |= record
     stats = _write_stats(spec, out, files, counts, tables, dense, schema) | record
     stats["incremental"] = record["incremental"] | {"dense_fit_today": fitted}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
     chain.write_remap(out, tables, record["version"])
-    _write_config(spec, out, tables, dense)
+    _write_config(spec, out, root, tables, dense)
     for split in SPLITS:
         print(f"{split}: {counts[split].get('__rows', 0):,} rows")
     print(f"wrote {out}/{{train,valid,test}}, stats.json, transforms.json, vocab/ and {spec.name}.yaml")
@@ -406,7 +436,7 @@ def _transforms(spec: PrepareSpec, tables: dict[str, dict[str, Any]],
     return transforms
 
 
-def _write_config(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]],
+def _write_config(spec: PrepareSpec, out: Path, root: str, tables: dict[str, dict[str, Any]],
                   dense: dict[str, Any]) -> None:
     sparse_tables = {f.table_name: f for f in spec.sparse}
     cfg_tables = [{"name": n, "num_embeddings": int(tables[n]["size"]), "dim": f.dim,
@@ -420,7 +450,7 @@ def _write_config(spec: PrepareSpec, out: Path, tables: dict[str, dict[str, Any]
             cfg_tables.append({"name": d.name, "dim": d.dim,
                                "num_embeddings": len(dense[d.name]["boundaries"]) + 2})
             cfg_sparse.append({"name": d.name, "table": d.name, "multi_valued": False})
-    config: dict[str, Any] = {"name": spec.name, "data": {"root": str(out.resolve())},
+    config: dict[str, Any] = {"name": spec.name, "data": {"root": root},
                               "features": {"tables": cfg_tables, "sparse": cfg_sparse,
                                            "dense": [d.name for d in spec.dense
                                                      if d.transform != "bucketize"]}}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recmtl.errors import ConfigError
+from recmtl.storage import read_text
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,10 @@ def run_dir_of(checkpoint: str | Path) -> Path:
 
 
 def data_version(root: str) -> str | None:
-    """The version of a store made by `recmtl prepare` (its ``transforms.json``), else None."""
-    path = Path(root) / "transforms.json"
-    if "://" in root or not path.exists():
-        return None
-    return json.loads(path.read_text()).get("version")
+    """The version of a store made by `recmtl prepare` (its ``transforms.json``, local or on
+    object storage), else None."""
+    text = read_text(root, "transforms.json")
+    return None if text is None else json.loads(text).get("version")
 
 
 def resolve_warm_start(ref: str, tracking_uri: str | None) -> WarmSource:

@@ -18,7 +18,7 @@ from recmtl.config import Config, ConfigError
 from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.checkpoint import load_unsharded
-from recmtl.train.launch import absolute_data_root, fit
+from recmtl.train.launch import absolute_data_root, fit, local_checkpoint
 from recmtl.train.progress import epoch_seconds
 from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
 
@@ -54,12 +54,14 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
     mlflow.set_tags(lineage | (tags or {}))
     t0 = time.perf_counter()
     try:
-        checkpoint, _ = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
-                            warm_start=str(source.checkpoint) if source else None,
-                            remap_dir=str(remaps) if remaps else None)
+        stored, _ = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
+                        warm_start=str(source.checkpoint) if source else None,
+                        remap_dir=str(remaps) if remaps else None)
         train_s = time.perf_counter() - t0
+        # With train.storage_path on object storage, a local copy is evaluated and exported.
+        checkpoint = local_checkpoint(stored, run_dir)
         (run_dir / "checkpoint").write_text(str(checkpoint))
-        mlflow.set_tag("recmtl.checkpoint", str(checkpoint))
+        mlflow.set_tags({"recmtl.checkpoint": str(checkpoint), "recmtl.checkpoint_uri": stored})
         # The checkpoint loaded once for calibration, evaluation and export; post-hoc
         # calibration (evaluate.calibration) fit once on the valid split for both.
         model = load_unsharded(cfg, checkpoint)
@@ -94,7 +96,8 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         raise
     mlflow.end_run()
     summary = {"run_id": run_id, "tracking_uri": tracking_uri, "run_dir": str(run_dir),
-               "checkpoint": str(checkpoint), "report": str(run_dir / "report.json"),
+               "checkpoint": str(checkpoint), "checkpoint_uri": stored,
+               "report": str(run_dir / "report.json"),
                "report_html": str(run_dir / "report.html"),
                "export": str(run_dir / "export") if exported else None, "model_uri": model_uri,
                "model_version": model_version,

@@ -25,6 +25,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_evaluate(cfg.evaluate, fail)
     _check_calibration(cfg, fail)
     _check_synthetic_days(cfg.synthetic, fail)
+    _check_storage(cfg, fail)
 
 
 def _check_features(cfg: Config, fail: Fail) -> None:
@@ -237,3 +238,16 @@ def _check_synthetic_days(syn: SyntheticConfig, fail: Fail) -> None:
         fail(f"synthetic.drift: {syn.drift} must be in [0, 1] (the share of variance renewed a day)")
     if syn.item_half_life_days <= 0:
         fail(f"synthetic.item_half_life_days: {syn.item_half_life_days} must be > 0")
+
+
+def _check_storage(cfg: Config, fail: Fail) -> None:
+    """Locations are logged as MLflow params: credentials come from the environment only."""
+    for key, where in (("data.root", cfg.data.root), ("train.storage_path", cfg.train.storage_path),
+                       ("mlflow.artifact_location", cfg.mlflow.artifact_location),
+                       ("mlflow.tracking_uri", cfg.mlflow.tracking_uri)):
+        if where is not None and "://" in where and "@" in where.split("://", 1)[1].split("/")[0]:
+            fail(f"{key}: a URI with credentials in it (user:secret@host); give the location "
+                 "alone and the credentials in the environment (AWS_ACCESS_KEY_ID, "
+                 "AWS_SECRET_ACCESS_KEY: docs/storage.md)")
+        if where == "":
+            fail(f"{key}: empty; leave it out for the default")

@@ -323,6 +323,7 @@ class TrainConfig:
     epochs: int = 1
     device: Device = "cpu"  # the same code path; gloo or NCCL is picked from it
     ray_address: str | None = None
+    storage_path: str | None = None  # Ray Train's checkpoints: a URI (s3://b/p); None: the run dir
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     dense_lr: float = 0.01
@@ -349,6 +350,7 @@ class TrainConfig:
 class MlflowConfig:
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in output_dir
     experiment: str = "recmtl"
+    artifact_location: str | None = None  # a new experiment's artifacts (s3://b/p); None: default
     registered_model_name: str | None = None  # register the logged bundle model under it
     system_metrics: bool = True  # CPU, memory, disk, network (and GPU) of the driver's machine
     system_metrics_interval_s: float = 10.0

@@ -10,16 +10,21 @@ from typing import Any
 from recmtl.config import Config
 from recmtl.errors import DataError
 from recmtl.logs import quiet_ray_runtime_env
+from recmtl.storage import checkpoint_uri, download_dir, is_uri
 from recmtl.train.entry import train_worker
 from recmtl.train.job import Tracking, WorkerJob
 from recmtl.train.progress import ProgressView
 
 
 def absolute_data_root(cfg: Config) -> Config:
-    """Workers may run elsewhere; a local data root is made absolute before it travels."""
-    if "://" in cfg.data.root:
-        return cfg
-    return cfg.derive({"data.root": os.path.abspath(cfg.data.root)})
+    """Workers may run elsewhere; a local data root (and storage path) is made absolute before
+    it travels."""
+    changes = {}
+    if not is_uri(cfg.data.root):
+        changes["data.root"] = os.path.abspath(cfg.data.root)
+    if cfg.train.storage_path and not is_uri(cfg.train.storage_path):
+        changes["train.storage_path"] = os.path.abspath(cfg.train.storage_path)
+    return cfg.derive(changes) if changes else cfg
 
 
 def ensure_ray(num_workers: int, address: str | None = None, quiet: bool = True) -> None:
@@ -62,10 +67,15 @@ def scaling_config(cfg: Config) -> Any:
 
 def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None,
         quiet: bool = True, warm_start: str | None = None, remap_dir: str | None = None,
-        ) -> tuple[Path, dict[str, Any]]:
-    """Trains on Ray Train; returns the last (sharded) checkpoint's directory and the metrics
-    rank 0 reported with it. Without ``run_id`` nothing goes to MLflow. ``warm_start`` /
-    ``remap_dir``: see ``WorkerJob``.
+        ) -> tuple[str, dict[str, Any]]:
+    """Trains on Ray Train; returns the last (sharded) checkpoint's directory or URI and the
+    metrics rank 0 reported with it. Without ``run_id`` nothing goes to MLflow. ``warm_start``
+    / ``remap_dir``: see ``WorkerJob``.
+
+    Checkpoints go to ``<run_dir>/ray/train/``, or with ``train.storage_path`` (a URI such as
+    ``s3://bucket/prefix``) to ``<storage_path>/<run dir name>/``: the workers write them with
+    the credentials of their own environment (``recmtl/storage.py``), and
+    ``local_checkpoint`` copies one back for evaluation and export.
 
     A ``DataError`` raised in any worker ends the run at once (no restart, whatever
     ``train.max_failures`` says: the same rows would fail again) and is raised here as it was.
@@ -86,7 +96,8 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         train_loop_config={"job": job.to_dict()},
         scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),  # type: ignore[call-arg]
+        run_config=RunConfig(name=run_dir.name if cfg.train.storage_path else "train",  # type: ignore[call-arg]
+                             storage_path=cfg.train.storage_path or str(run_dir / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                              # quiet: a worker's error reaches the driver, which reports it once
@@ -102,7 +113,17 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
-    return Path(result.checkpoint.path), dict(result.metrics or {})
+    return (checkpoint_uri(result.checkpoint.filesystem, result.checkpoint.path),
+            dict(result.metrics or {}))
+
+
+def local_checkpoint(checkpoint: str, run_dir: Path) -> Path:
+    """A checkpoint as a local directory: itself when local, else a copy of it under
+    ``<run_dir>/ray/train/<its name>`` (the layout of a run without ``train.storage_path``,
+    so that ``recmtl evaluate`` / ``export`` find the run directory from it)."""
+    if not is_uri(checkpoint):
+        return Path(checkpoint)
+    return download_dir(checkpoint, run_dir / "ray" / "train" / checkpoint.rstrip("/").rsplit("/", 1)[-1])
 
 
 def worker_data_error(error: BaseException) -> DataError | None:

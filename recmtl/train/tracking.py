@@ -21,7 +21,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from recmtl.config import Config, flatten
+from recmtl.config import Config, ConfigError, flatten
 from recmtl.data.fingerprint import data_fingerprint
 from recmtl.errors import RecmtlError
 
@@ -93,8 +93,17 @@ def start_run(cfg: Config, run_name: str) -> str:
     uri = resolve_tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    wanted = cfg.mlflow.artifact_location
+    if experiment is not None and wanted and (
+            experiment.artifact_location.rstrip("/") != wanted.rstrip("/")):
+        raise ConfigError(f"mlflow.artifact_location: experiment {cfg.mlflow.experiment!r} "
+                          f"already keeps its artifacts at {experiment.artifact_location}; "
+                          f"name a new mlflow.experiment for {wanted}")
     if experiment is not None:
         experiment_id = experiment.experiment_id
+    elif cfg.mlflow.artifact_location:  # e.g. s3://bucket/mlflow: boto3 reads the credentials
+        experiment_id = mlflow.create_experiment(cfg.mlflow.experiment,
+                                                 artifact_location=cfg.mlflow.artifact_location)
     elif uri.startswith("sqlite:///"):
         # A local store keeps artifacts beside its database, not in the caller's cwd.
         artifacts = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
