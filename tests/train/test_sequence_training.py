@@ -1,6 +1,6 @@
 """Behaviour sequences through training: every architecture trains with DIN (and one with BST)
 through the worker loop, two gloo ranks equal the unsharded restore, the candidate and its
-history read one table, and export / warm start refuse sequence features by name."""
+history read one table, and warm start refuses sequence features by name."""
 
 from dataclasses import replace
 
@@ -15,7 +15,6 @@ from pipelines.feature_store.synthetic import generate
 from recmtl.config import ARCHITECTURES, ConfigError, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.export.bundle import check_exportable
 from recmtl.losses import multitask_loss
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded, save_sharded
@@ -146,9 +145,6 @@ def test_candidate_and_history_read_the_same_rows(seq_cfg):
     assert torch.isfinite(model(torch.zeros(2, 2), kjt)["ctr"]).all()
 
 
-def test_export_and_warm_start_refuse_sequence_features(seq_cfg, tmp_path):
-    with pytest.raises(ConfigError, match=r"features\.sparse\.hist_items\.sequence: export of "
-                                          "sequence features is not built yet"):
-        check_exportable(seq_cfg)
+def test_warm_start_refuses_sequence_features(seq_cfg, tmp_path):
     with pytest.raises(ConfigError, match="warm start of the tables of sequence features"):
         warm_start(build_model(seq_cfg), torch.optim.SGD([torch.zeros(1)], lr=0.1), tmp_path)
