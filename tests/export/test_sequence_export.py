@@ -167,3 +167,18 @@ def test_raw_rows_with_list_columns_score_like_prepared_rows(bundle):
     for task in want:
         torch.testing.assert_close(got[task], prepared[task], rtol=0, atol=1e-6)
         torch.testing.assert_close(got[task], want[task], rtol=0, atol=1e-5)
+
+
+def test_a_null_history_scores_as_an_empty_one(bundle):
+    """As training reads it; a null id inside a history is an error naming the column."""
+    test = pq.read_table(bundle["out"] / "test").slice(0, 4)
+    at = test.schema.get_field_index("hist_items")
+    kind = test.schema.field("hist_items").type
+    rest = test.column("hist_items").to_pylist()[1:]
+    scorer = bundle["scorers"]["torch"]
+    nulled = scorer.score_rows(test.set_column(at, "hist_items", pa.array([None, *rest], kind)))
+    empty = scorer.score_rows(test.set_column(at, "hist_items", pa.array([[], *rest], kind)))
+    for task in empty:
+        assert torch.equal(nulled[task], empty[task])
+    with pytest.raises(BundleError, match=r"column 'hist_items' has 1 null id\(s\) inside"):
+        scorer.score_rows(test.set_column(at, "hist_items", pa.array([[1, None], *rest], kind)))
