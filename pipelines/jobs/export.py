@@ -12,7 +12,7 @@ from pipelines.jobs.calibrate import fit_calibration
 from recmtl.config import Config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.export.bundle import check_exportable, export_bundle
+from recmtl.export.bundle import export_bundle
 from recmtl.export.parity import LOGIT_SLACK, check_parity
 from recmtl.export.scorer import BundleScorer
 from recmtl.metrics.calibrate import FittedCalibration
@@ -26,7 +26,6 @@ def export(cfg: Config, checkpoint: str | Path, out_dir: str | Path,
     """Writes the bundle to ``out_dir`` and ``parity.json`` beside it; raises on a parity miss.
     ``calibration``: the checkpoint's calibrators, already fit (else fit here on the valid
     split when ``evaluate.calibration`` asks for them); ``model``: the checkpoint, loaded."""
-    check_exportable(cfg)  # before loading anything
     if model is None:
         model = load_unsharded(cfg, checkpoint)
     if calibration is None:

@@ -67,13 +67,8 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         model = load_unsharded(cfg, checkpoint)
         calibration = fit_calibration(cfg, model)
         report = evaluate(cfg, checkpoint, run_dir, calibration=calibration, model=model)
-        # Sequence features have no serving bundle yet: train and evaluate, export nothing.
-        exported = (None if sequences else
-                    export(cfg, checkpoint, run_dir / "export", calibration=calibration,
-                           model=model))
-        if sequences:
-            print(f"export skipped: sequence features {sequences} have no serving bundle yet "
-                  "(docs/sequences.md)")
+        exported = export(cfg, checkpoint, run_dir / "export", calibration=calibration,
+                          model=model)
         mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
                             if v["auc"] is not None} | {"train_seconds": train_s})
         if calibration is not None:
@@ -85,12 +80,10 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         mlflow.log_artifact(str(run_dir / "report.html"))
         if (run_dir / "predictions.parquet").exists():  # evaluate.save_predictions: for compare
             mlflow.log_artifact(str(run_dir / "predictions.parquet"))
-        model_uri, model_version = None, None
-        if exported is not None:
-            mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
-            example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
-            model_uri, model_version = log_bundle_model(run_dir / "export", example,
-                                                        cfg.mlflow.registered_model_name)
+        mlflow.log_artifacts(str(run_dir / "export"), artifact_path="export")
+        example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
+        model_uri, model_version = log_bundle_model(run_dir / "export", example,
+                                                    cfg.mlflow.registered_model_name)
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
@@ -99,19 +92,16 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
                "checkpoint": str(checkpoint), "checkpoint_uri": stored,
                "report": str(run_dir / "report.json"),
                "report_html": str(run_dir / "report.html"),
-               "export": str(run_dir / "export") if exported else None, "model_uri": model_uri,
+               "export": str(run_dir / "export"), "model_uri": model_uri,
                "model_version": model_version,
                "train_seconds": round(train_s, 1), "epoch_seconds": epoch_seconds(run_dir),
                "data_version": version,
                "warm_start": str(source.checkpoint) if source else None,
                "parent_run": source.run_id if source else None,
-               "parity_max_abs_diff": exported["parity"]["max_abs_diff"] if exported else None}
+               "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    bundle = "none (sequence features)"
-    if exported is not None:
-        worst = max(v for diffs in exported["parity"]["max_abs_diff"].values()
-                    for v in diffs.values())
-        bundle = f"{summary['export']} (parity: max abs diff {worst:.1e}), model {model_uri}"
+    worst = max(v for diffs in exported["parity"]["max_abs_diff"].values() for v in diffs.values())
+    bundle = f"{summary['export']} (parity: max abs diff {worst:.1e}), model {model_uri}"
     print(f"\nrun      {run_id} in {tracking_uri}\n"
           f"report   {summary['report_html']}\n"
           f"bundle   {bundle}\n"

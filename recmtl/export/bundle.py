@@ -4,10 +4,14 @@ Layout of ``DIR``:
     manifest.json           feature order, tables, pooling, id transforms, dense columns, tasks
                             and their meaning, outputs, the post-hoc calibration (each task's
                             calibrator, or null), library versions, sha256 of every file
-    embeddings.safetensors  one tensor per table, ``[num_embeddings, dim]``
+    embeddings.safetensors  one tensor per table, ``[num_embeddings, dim]`` (the tables of
+                            behaviour sequences too)
     dense.pt2               ``torch.export`` program: ``pooled [B, P], dense [B, D] -> {task: p}``
-                            with a dynamic batch dimension
-    dense.onnx              the same function in ONNX (outputs named after the tasks)
+                            with a dynamic batch dimension; with behaviour sequences, each
+                            sequence's ``values [T, D], lengths [B]`` follow (dynamic T,
+                            ``recmtl.export.histories``) and ``pooled`` omits their blocks
+    dense.onnx              the same function in ONNX (inputs named as ``manifest["inputs"]``,
+                            outputs after the tasks)
     dense.aoti.pt2          optional: AOTInductor-compiled package of ``dense.pt2``
     managed/<table>.safetensors  a managed-collision table's id -> row mapping: ``ids`` (sorted
                             raw ids) and ``rows``; other ids read the table's last row
@@ -31,9 +35,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from recmtl.config import Config, ConfigError, TaskConfig
+from recmtl.config import Config, TaskConfig
 from recmtl.data.files import open_filesystem
 from recmtl.export.checksum import sha256
+from recmtl.export.histories import SequenceBlocks, example_histories, history_shapes, input_names
 from recmtl.losses import task_probabilities
 from recmtl.metrics.calibrate import FittedCalibration, calibrated_probabilities
 from recmtl.modules.calibration import TaskCalibrators
@@ -49,41 +54,25 @@ class ServingDense(nn.Module):
     composed tasks are the product of the calibrated parts; the output names stay the same."""
 
     def __init__(self, dense_ranker: DenseRanker, tasks: tuple[TaskConfig, ...],
-                 outputs: list[str], calibrators: TaskCalibrators | None = None) -> None:
+                 outputs: list[str], calibrators: TaskCalibrators | None = None,
+                 sequences: SequenceBlocks | None = None) -> None:
         super().__init__()
         self.dense_ranker = dense_ranker
         self.tasks = tasks
         self.outputs = list(outputs)
         self.calibrators = calibrators
+        self.sequences = sequences
 
-    def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, pooled: torch.Tensor, dense: torch.Tensor,
+                *histories: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.sequences is not None:
+            pooled = self.sequences(pooled, list(histories))
         logits = self.dense_ranker(pooled, dense)
         if self.calibrators is None:
             probs = task_probabilities(logits, self.tasks)
         else:
             probs = calibrated_probabilities(logits, self.tasks, self.calibrators)
         return {name: probs[name] for name in self.outputs}
-
-
-class _TupleOutputs(nn.Module):
-    """ONNX graphs return positional outputs: the served tasks in ``outputs`` order."""
-
-    def __init__(self, serving: ServingDense) -> None:
-        super().__init__()
-        self.serving = serving
-
-    def forward(self, pooled: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.serving(pooled, dense)
-        return tuple(out[name] for name in self.serving.outputs)
-
-
-def check_exportable(cfg: Config) -> None:
-    """Raises ``ConfigError`` for what the bundle cannot serve yet: behaviour sequences (the
-    serving graph takes pooled embeddings, not jagged histories and their encoders)."""
-    sequences = [f.name for f in cfg.features.sparse if f.sequence is not None]
-    if sequences:
-        raise ConfigError(f"features.sparse.{sequences[0]}.sequence: export of sequence "
-                          "features is not built yet (docs/sequences.md)")
 
 
 def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
@@ -95,7 +84,6 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     valid split (``recmtl.metrics.calibrate``); the bundle then serves calibrated
     probabilities. Required exactly when the config asks for calibration, and of its method.
     """
-    check_exportable(cfg)
     method = cfg.evaluate.calibration
     if (calibration.method if calibration else "none") != method:
         raise ValueError(f"evaluate.calibration is {method!r} but the calibration passed is "
@@ -103,24 +91,33 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    assert model.embeddings is not None  # only sequence configs (refused above) lack them
     outputs = list(cfg.export.tasks) or [t.name for t in cfg.tasks]
-    tables = {name: bag.weight.detach().contiguous().clone()
-              for name, bag in model.embeddings.embedding_bags.items()}
+    tables = _unsharded_tables(model)
     files = ["embeddings.safetensors", "dense.pt2"]
     safetensors.torch.save_file(tables, str(out / "embeddings.safetensors"))
 
     calibrators = calibration.calibrators if calibration else None
-    serving = ServingDense(model.dense_ranker, cfg.tasks, outputs, calibrators).eval()
+    dims = {t.name: t for t in cfg.features.tables}
+    widths = [(f.name, dims[f.table].dim) for f in cfg.features.sparse]
+    blocks = (SequenceBlocks(widths, model.sequence_features)
+              if model.sequence_features is not None else None)
+    serving = ServingDense(model.dense_ranker, cfg.tasks, outputs, calibrators, blocks).eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    shapes = {"pooled": {0: batch}, "dense": {0: batch}}
-    example = (example_pooled, example_dense)
+    shapes: dict[str, Any] = {"pooled": {0: batch}, "dense": {0: batch}}
+    example: tuple[torch.Tensor, ...] = (example_pooled, example_dense)
+    names = ["pooled", "dense"]
+    if blocks is not None:  # the pooled input holds the other features' blocks only
+        example = (_rest_columns(example_pooled, widths, blocks), example_dense,
+                   *example_histories(blocks, dict(widths), example_dense.shape[0]))
+        shapes["histories"] = tuple(history_shapes(blocks, batch))
+        names += input_names(blocks.sequences)
     program = torch.export.export(serving, example, dynamic_shapes=shapes)
     torch.export.save(program, str(out / "dense.pt2"))
     if cfg.export.onnx:
-        torch.onnx.export(_TupleOutputs(serving).eval(), example, str(out / "dense.onnx"),
-                          dynamo=True, input_names=["pooled", "dense"], output_names=outputs,
-                          dynamic_shapes=shapes, verbose=False)
+        # From the program above: tracing the model a second time doubled the export's time.
+        # Its dict outputs flatten in ``outputs`` order, which names them.
+        torch.onnx.export(program, f=str(out / "dense.onnx"), dynamo=True, input_names=names,
+                          output_names=outputs, verbose=False)
         files.append("dense.onnx")
     if cfg.export.aot_inductor:
         torch._inductor.aoti_compile_and_package(program, package_path=str(out / "dense.aoti.pt2"))
@@ -136,18 +133,21 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     managed = _write_managed(model, out)
     files += managed.values()
 
-    dims = {t.name: t for t in cfg.features.tables}
     features, offset = [], 0
     for f in cfg.features.sparse:
         t = dims[f.table]
+        seq = ({"query": f.sequence.query, "max_len": f.sequence.max_len,
+                "encoder": f.sequence.encoder} if f.sequence is not None else None)
         features.append({"name": f.name, "table": f.table, "multi_valued": f.multi_valued,
-                         "pooling": t.pooling, "dim": t.dim, "offset": offset,
+                         "pooling": t.pooling, "dim": t.dim,
+                         "offset": offset if seq is None else None, "sequence": seq,
                          "id_transform": _id_transform(t.name, t.num_embeddings, managed)})
-        offset += t.dim
+        offset += t.dim if seq is None else 0
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "sparse_features": features,
         "pooled_width": offset,
+        "inputs": names,
         "tables": [{"name": t.name, "num_embeddings": t.num_embeddings, "dim": t.dim}
                    for t in cfg.features.tables if t.name in tables],
         "dense_features": list(cfg.features.dense),
@@ -161,6 +161,28 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _unsharded_tables(model: MultiTaskRanker) -> dict[str, torch.Tensor]:
+    """Every table, pooled (the bags) or not (the tables behaviour sequences read)."""
+    tables: dict[str, torch.Tensor] = {}
+    if model.embeddings is not None:
+        tables |= {name: bag.weight for name, bag in model.embeddings.embedding_bags.items()}
+    if model.sequence_embeddings is not None:
+        tables |= {name: table.weight
+                   for name, table in model.sequence_embeddings.embeddings.items()}
+    return {name: w.detach().contiguous().clone() for name, w in tables.items()}
+
+
+def _rest_columns(pooled: torch.Tensor, widths: list[tuple[str, int]],
+                  blocks: SequenceBlocks) -> torch.Tensor:
+    """The non-sequence features' columns of the model's full ``pooled [B, P]``."""
+    keep, offset = [], 0
+    for name, width in widths:
+        if name not in blocks.sequences:
+            keep.append(pooled[:, offset:offset + width])
+        offset += width
+    return torch.cat(keep, dim=1)
 
 
 def _write_managed(model: MultiTaskRanker, out: Path) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Raw feature rows (Arrow) -> scorer inputs, with the bundle's id transforms; no torchrec.
 
 Ids per feature come out as CSR ``(values [N], offsets [B + 1])``; dense columns as ``[B, D]``.
-Every problem is an error naming the column and the expectation: nothing is clipped or filled.
+Every problem is an error naming the column and the expectation: nothing is clipped or filled
+(a null list is an empty history or bag, as training reads it; a null id is an error).
 """
 
 from __future__ import annotations
@@ -29,13 +30,18 @@ def rows_to_inputs(table: pa.Table, manifest: dict[str, Any], where: str = "inpu
         if name not in table.column_names:
             raise BundleError(f"{where}: input lacks sparse feature {name!r} required by the bundle")
         col = table.column(name).combine_chunks()
-        if col.null_count:
-            raise BundleError(f"{where}: column {name!r} has {col.null_count} null value(s)")
         if f["multi_valued"]:
             if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
                 raise BundleError(f"{where}: column {name!r} has type {col.type}; expected a list")
+            col = col.fill_null(pa.scalar([], col.type))  # a null list is empty, as in training
+            flat = col.flatten()
+            if flat.null_count:
+                raise BundleError(f"{where}: column {name!r} has {flat.null_count} null id(s) "
+                                  "inside its lists")
             lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-            values = col.flatten().to_numpy()
+            values = flat.to_numpy()
+        elif col.null_count:
+            raise BundleError(f"{where}: column {name!r} has {col.null_count} null value(s)")
         else:
             lengths = np.ones(n, dtype=np.int64)
             values = col.to_numpy()

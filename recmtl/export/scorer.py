@@ -59,7 +59,7 @@ class BundleScorer:
         raw = self.manifest.get("raw_transforms")
         self.raw = RawTransforms(self.dir / raw) if raw else None
 
-    def _load_dense(self, path: Path) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+    def _load_dense(self, path: Path) -> Callable[..., dict[str, torch.Tensor]]:
         if self.backend == "onnx":
             import onnxruntime
 
@@ -71,8 +71,11 @@ class BundleScorer:
             session = onnxruntime.InferenceSession(str(path), options,
                                                    providers=["CPUExecutionProvider"])
 
-            def run_onnx(pooled: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
-                out = session.run(self.outputs, {"pooled": pooled.numpy(), "dense": dense.numpy()})
+            names = self.manifest.get("inputs", ["pooled", "dense"])
+
+            def run_onnx(*inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+                feed = {name: x.numpy() for name, x in zip(names, inputs, strict=True)}
+                out = session.run(self.outputs, feed)
                 return {k: torch.from_numpy(v) for k, v in zip(self.outputs, out, strict=True)}
 
             return run_onnx
@@ -81,18 +84,34 @@ class BundleScorer:
         return torch.export.load(str(path)).module()
 
     def pooled(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """``[B, pooled_width]``: each feature's bag pooled from its table, in manifest order."""
+        """``[B, pooled_width]``: each non-sequence feature's bag pooled from its table, in
+        manifest order."""
         parts = []
         for f in self.features:
-            if f["name"] not in ids:
-                raise BundleError(f"input lacks sparse feature {f['name']!r} required by the bundle")
-            values, offsets = ids[f["name"]]
+            if f.get("sequence"):
+                continue
+            values, offsets = _ids_of(ids, f)
             if f["name"] in self.managed:  # raw ids -> the rows they own
                 m = self.managed[f["name"]]
                 values = lookup_rows(values.long(), m["ids"], m["rows"], m["default"])
             parts.append(F.embedding_bag(values.long(), self.tables[f["table"]], offsets.long(),
                                          mode=f["pooling"], include_last_offset=True))
         return torch.cat(parts, dim=1)
+
+    def histories(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Each sequence feature's ``values [T, D]`` (its ids' embeddings, row after row) and
+        ``lengths [B]``, in manifest order: the graph's inputs after ``pooled`` and ``dense``."""
+        out = []
+        for f in self.features:
+            if not f.get("sequence"):
+                continue
+            values, offsets = _ids_of(ids, f)
+            offsets = offsets.long()
+            if offsets[0] != 0 or offsets[-1] != values.numel():
+                raise BundleError(f"feature {f['name']!r}: offsets must run from 0 to the "
+                                  f"{values.numel()} ids given")
+            out += [F.embedding(values.long(), self.tables[f["table"]]), offsets.diff()]
+        return out
 
     @torch.no_grad()
     def score(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -101,7 +120,7 @@ class BundleScorer:
         if dense.shape[1] != len(self.dense_features):
             raise BundleError(f"dense input has {dense.shape[1]} columns; the bundle expects "
                               f"{len(self.dense_features)}: {self.dense_features}")
-        return self._dense(self.pooled(ids), dense.float().contiguous())
+        return self._dense(self.pooled(ids), dense.float().contiguous(), *self.histories(ids))
 
     def score_rows(self, table: pa.Table, where: str = "input") -> dict[str, torch.Tensor]:
         """Raw feature rows (columns named as in the manifest) -> ``{task: probability}``."""
@@ -115,3 +134,10 @@ class BundleScorer:
             raise BundleError(f"{self.dir}: the bundle has no raw transforms (its training data "
                               "did not come from recmtl prepare); use score_rows")
         return self.score_rows(self.raw.apply(table, where), where)
+
+
+def _ids_of(ids: dict[str, tuple[torch.Tensor, torch.Tensor]], feature: dict
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    if feature["name"] not in ids:
+        raise BundleError(f"input lacks sparse feature {feature['name']!r} required by the bundle")
+    return ids[feature["name"]]

@@ -1,10 +1,12 @@
 """Behaviour sequences through training: every architecture trains with DIN (and one with BST)
 through the worker loop, two gloo ranks equal the unsharded restore, the candidate and its
-history read one table, and export / warm start refuse sequence features by name."""
+history read one table, warm start refuses sequence features by name, and (heavy) the
+train job ends with a parity-checked bundle."""
 
 from dataclasses import replace
 
 import mlflow
+import pyarrow.dataset as ds
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,10 +14,11 @@ import torch.multiprocessing as mp
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from pipelines.feature_store.synthetic import generate
+from pipelines.jobs.train import train
 from recmtl.config import ARCHITECTURES, ConfigError, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.export.bundle import check_exportable
+from recmtl.export.scorer import BundleScorer
 from recmtl.losses import multitask_loss
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded, save_sharded
@@ -23,6 +26,7 @@ from recmtl.train.job import Tracking, WorkerJob
 from recmtl.train.sharding import shard_model
 from recmtl.train.warm_start import warm_start
 from recmtl.train.worker import run_worker
+from tests.conftest import with_output
 from tests.ports import free_port
 
 TINY = ["synthetic.train_rows=3000", "synthetic.valid_rows=500", "synthetic.test_rows=500",
@@ -147,9 +151,25 @@ def test_candidate_and_history_read_the_same_rows(seq_cfg):
     assert torch.isfinite(model(torch.zeros(2, 2), kjt)["ctr"]).all()
 
 
-def test_export_and_warm_start_refuse_sequence_features(seq_cfg, tmp_path):
-    with pytest.raises(ConfigError, match=r"features\.sparse\.hist_items\.sequence: export of "
-                                          "sequence features is not built yet"):
-        check_exportable(seq_cfg)
+def test_warm_start_refuses_sequence_features(seq_cfg, tmp_path):
     with pytest.raises(ConfigError, match="warm start of the tables of sequence features"):
         warm_start(build_model(seq_cfg), torch.optim.SGD([torch.zeros(1)], lr=0.1), tmp_path)
+
+
+@pytest.mark.heavy
+@pytest.mark.ray
+def test_train_job_exports_a_sequence_model(seq_cfg, ray_local, tmp_path):
+    """`recmtl train` on the DIN config ends with its bundle, parity-checked on held-out rows
+    on both backends, and an MLflow model that scores rows with list columns."""
+    cfg = with_output(seq_cfg, tmp_path).derive({"train.max_steps_per_epoch": 6})
+    summary = train(cfg)
+    assert summary["export"] is not None and summary["model_uri"] is not None
+    assert set(summary["parity_max_abs_diff"]) == {"torch", "onnx"}
+    assert all(max(d.values()) <= 1e-5 for d in summary["parity_max_abs_diff"].values())
+    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    rows = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(20)
+    assert "hist_items" in model.metadata.get_input_schema().input_names()
+    scores = model.predict(rows.to_pandas())
+    bundle = BundleScorer(summary["export"]).score_rows(rows)
+    torch.testing.assert_close(torch.from_numpy(scores["score_ctr"].to_numpy()), bundle["ctr"],
+                               rtol=0, atol=1e-6)
