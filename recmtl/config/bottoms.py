@@ -26,3 +26,22 @@ class DTRNConfig:
     rank: int = 4
     se_reduction: float = 2.0
     se_gate: SEGate = "sigmoid"
+
+
+TaskReads = Literal["proxies", "tokens"]
+
+
+@dataclass(frozen=True)
+class INFNetConfig:
+    """``model.arch: infnet``: categorical, sequence and task tokens, ``dim`` wide, through
+    ``num_layers`` blocks of proxy cross-attention (``num_heads`` heads, ``num_proxies``
+    proxies per feature type) and Proxy Gated Units (``pgu_hidden`` wide). ``task_reads``:
+    the task tokens read the feature types' ``proxies`` or all their ``tokens``.
+    """
+
+    dim: int = 32
+    num_layers: int = 2
+    num_heads: int = 4
+    num_proxies: int = 4
+    pgu_hidden: int = 64
+    task_reads: TaskReads = "proxies"

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from recmtl.config.bottoms import DTRNConfig
+from recmtl.config.bottoms import DTRNConfig, INFNetConfig
 
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
-                       "multitab", "dtrn"]
+                       "multitab", "dtrn", "infnet"]
 Gate = Literal["softmax", "dselect_k"]
 Transfer = Literal["none", "aitm"]
 TaskKind = Literal["binary", "regression"]
@@ -212,6 +212,7 @@ class ModelConfig:
     multitab_heads: int = 4
     multitab_features_see_tasks: bool = False
     dtrn: DTRNConfig = field(default_factory=DTRNConfig)  # arch dtrn: recmtl/config/bottoms.py
+    infnet: INFNetConfig = field(default_factory=INFNetConfig)  # arch infnet: the same
     # Each dense float as a numeric_dim embedding instead of the plain float: piecewise_linear
     # (numeric_bins train-quantile bins, linear) or periodic (PLR: numeric_frequencies sin/cos
     # frequencies ~ N(0, numeric_sigma), linear, ReLU). See docs/models.md.

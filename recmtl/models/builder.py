@@ -24,6 +24,7 @@ from recmtl.modules.aitm import AITMTransfer
 from recmtl.modules.dtrn import DTRN, TaskInterest, TaskSENet
 from recmtl.modules.gates import DSelectKGate, SoftmaxGate
 from recmtl.modules.home import HoME, SelfGate
+from recmtl.modules.infnet import INFNet, SequenceTokens
 from recmtl.modules.interaction import DotInteraction
 from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
@@ -165,6 +166,19 @@ def _dtrn(model: ModelConfig, in_features: int, tasks: list[str], blocks: list[i
                 backbone=BACKBONES[model.dtrn.backbone](model, width, tasks))
 
 
+def _infnet(model: ModelConfig, in_features: int, tasks: list[str],
+            blocks: list[int] | None = None,
+            sequence_blocks: dict[int, tuple[int, int]] | None = None) -> INFNet:
+    """Categorical tokens from ``blocks`` (but ``sequence_blocks``, a history's ``(L, D)``
+    slots) and the columns left; without ``blocks`` every column is a token."""
+    blocks = blocks or []
+    m = model.infnet
+    return INFNet(block_widths=blocks, sequence_blocks=sequence_blocks or {},
+                  num_scalars=in_features - sum(blocks), num_tasks=len(tasks), dim=m.dim,
+                  num_layers=m.num_layers, num_heads=m.num_heads, num_proxies=m.num_proxies,
+                  hidden=m.pgu_hidden, task_reads=m.task_reads)
+
+
 # Keyed by the config's ``Architecture`` choices: the one list of architectures is that type.
 BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]] = {
     "shared_bottom": _shared_bottom,
@@ -175,6 +189,7 @@ BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]
     "sparse_moe": _sparse_moe,
     "multitab": _multitab,
     "dtrn": _dtrn,
+    "infnet": _infnet,
 }
 if set(BACKBONES) != set(ARCHITECTURES):  # a new Architecture choice needs its builder here
     raise ImportError(f"builder.BACKBONES {sorted(BACKBONES)} != config {sorted(ARCHITECTURES)}")
@@ -215,6 +230,8 @@ def sequence_embedding_configs(cfg: Config) -> list[EmbeddingConfig]:
 def _sequence_encoder(cfg: Config, f: SparseFeatureConfig, dim: int) -> nn.Module:
     seq = f.sequence
     assert seq is not None
+    if cfg.model.arch == "infnet":  # the items themselves, as tokens
+        return SequenceTokens(embedding_dim=dim, max_len=seq.max_len)
     if cfg.model.arch == "dtrn":  # one interest per task: [B, T * D]
         return TaskInterest(embedding_dim=dim, hidden_dims=seq.attention_layers,
                             num_tasks=len(cfg.base_tasks()), task_dim=cfg.model.dtrn.task_dim,
@@ -265,11 +282,19 @@ def build_managed_ids(cfg: Config) -> ManagedIds | None:
 def feature_widths(cfg: Config) -> list[int]:
     """The width of each sparse feature's block of the pooled input, in config order: its
     table's dim (a sequence's encoder pools its history into the same width; under dtrn, one
-    such interest per task)."""
+    such interest per task; under infnet, a history is its ``max_len`` slots of ``dim + 1``)."""
     dims = {t.name: t.dim for t in cfg.features.tables}
-    per_task = len(cfg.base_tasks()) if cfg.model.arch == "dtrn" else 1
-    return [dims[f.table] * (per_task if f.sequence is not None else 1)
-            for f in cfg.features.sparse]
+
+    def width(f: SparseFeatureConfig) -> int:
+        if f.sequence is None:
+            return dims[f.table]
+        if cfg.model.arch == "dtrn":
+            return dims[f.table] * len(cfg.base_tasks())
+        if cfg.model.arch == "infnet":
+            return f.sequence.max_len * (dims[f.table] + 1)
+        return dims[f.table]
+
+    return [width(f) for f in cfg.features.sparse]
 
 
 def pooled_width(cfg: Config) -> int:
@@ -320,6 +345,11 @@ def build_dense_ranker(cfg: Config, numeric_edges: list[list[float]] | None = No
     elif cfg.model.arch == "dtrn":  # a field per feature; a task's own interest per sequence
         backbone = _dtrn(cfg.model, in_features, tasks, input_blocks(cfg, interaction),
                          [i for i, f in enumerate(cfg.features.sparse) if f.sequence is not None])
+    elif cfg.model.arch == "infnet":  # categorical tokens per feature, a history's items
+        dims = {t.name: t.dim for t in cfg.features.tables}
+        backbone = _infnet(cfg.model, in_features, tasks, input_blocks(cfg, interaction),
+                           {i: (f.sequence.max_len, dims[f.table])
+                            for i, f in enumerate(cfg.features.sparse) if f.sequence is not None})
     else:
         backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, tasks)
     width = int(backbone.output_dim)  # type: ignore[arg-type]
