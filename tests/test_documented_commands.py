@@ -156,6 +156,10 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml"), "heavy",
           "four Ray trainings: no history, pooled, DIN, BST", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/din.yaml",)),
+    Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml "
+                 "--archs mmoe,dtrn,infnet"), "heavy",
+          "four Ray trainings: pooled, DIN under mmoe, dtrn, infnet", extra=SMALL_TRAIN,
+          after=("recmtl generate configs/sequences/din.yaml",)),
     Entry(_exact("recmtl train configs/sequences/bst.yaml"), "heavy",
           "trains and evaluates; export is skipped (not built for sequences)", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/bst.yaml",)),
