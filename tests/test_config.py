@@ -91,7 +91,7 @@ def test_base_cycle_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.arch=moe"], r"key 'model.arch': expected one of \('shared_bottom', 'mmoe', "
-                         r"'ple', 'home', 'adatt', 'sparse_moe', 'multitab'\), got 'moe'"),
+                         r"'ple', 'home', 'adatt', 'sparse_moe', 'multitab', 'dtrn', 'infnet'\), got 'moe'"),
     (["model.arch=sparse_moe", "model.num_experts=2", "model.moe_top_k=3"],
      r"model.moe_top_k: 3 must be in \[1, model.num_experts = 2\]"),
     (["model.arch=sparse_moe", "model.moe_capacity_factor=0"], "model.moe_capacity_factor: 0.0"),
@@ -99,6 +99,13 @@ def test_base_cycle_is_an_error(tmp_path):
     (["model.arch=multitab", "model.multitab_dim=30", "model.multitab_heads=4"],
      "model.multitab_heads: 4 must divide model.multitab_dim = 30"),
     (["model.arch=multitab", "model.multitab_layers=0"], "multitab_layers"),
+    (["model.arch=dtrn", "model.dtrn.rank=0"], "model.dtrn: task_dim and rank must be >= 1"),
+    (["model.arch=dtrn", "model.dtrn.se_gate=tanh"], "key 'model.dtrn.se_gate'"),
+    (["model.arch=dtrn", "model.dtrn.backbone=dtrn"], "key 'model.dtrn.backbone'"),
+    (["model.arch=infnet", "model.infnet.dim=30"],
+     "model.infnet.num_heads: 4 must divide model.infnet.dim = 30"),
+    (["model.arch=infnet", "model.infnet.num_proxies=0"], "model.infnet: dim, num_layers"),
+    (["model.arch=infnet", "model.numeric_encoding=periodic"], "not for infnet"),
     (["model.gate=top1"], "key 'model.gate': expected one of .*, got 'top1'"),
     (["model.task_groups=[[ctr]]"], "task_groups: must hold every base task"),
     (["model.transfer=aitm", "tasks=[{name: ctr, label: click}]"], "aitm needs at least two"),

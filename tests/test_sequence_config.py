@@ -56,6 +56,21 @@ def test_an_unknown_encoder_is_refused_while_loading(din):
                                          "sequence": {"query": "i", "encoder": "gru"}}]})
 
 
+def test_dtrn_and_infnet_take_din_sequences_without_the_dot_interaction(din):
+    with pytest.raises(ConfigError, match="model.interaction: dot is not for dtrn"):
+        din.derive({"model.arch": "dtrn"})
+    with pytest.raises(ConfigError, match=r"hist_items\.sequence\.encoder: bst is not for dtrn"):
+        _edit(din, "hist_items", encoder="bst").derive({"model.arch": "dtrn",
+                                                       "model.interaction": "none"})
+    with pytest.raises(ConfigError, match="model.interaction: dot is not for infnet"):
+        din.derive({"model.arch": "infnet"})
+    infnet = load_config("configs/sequences/infnet.yaml")  # each history: 50 slots of 8 + 1
+    assert pooled_width(infnet) == 6 * 8 + 2 * 50 * 9
+    dtrn = load_config("configs/sequences/dtrn.yaml")
+    # 6 pooled blocks of 8, and each of the 2 histories one interest of 8 per base task (ctr, cvr)
+    assert pooled_width(dtrn) == 6 * 8 + 2 * (2 * 8)
+
+
 def test_sequence_tables_need_one_dim_and_no_row_decay(din):
     tables = [replace(t, dim=16) if t.name == "category" else t for t in din.features.tables]
     with pytest.raises(ConfigError, match=r"features\.tables: the tables of sequence features "

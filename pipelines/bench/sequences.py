@@ -6,8 +6,13 @@ test AUC beside its oracle, the share of the pooled model's gap to the oracle th
 closes, and training samples/s. Each variant is a real `recmtl
 train` run (Ray, MLflow, report).
 
+With ``--archs mmoe,dtrn,infnet`` the variants are instead the pooled baseline and the
+config's DIN sequences under each ``model.arch`` (issue #18's task-specific architectures;
+dtrn and infnet with ``interaction: none``, which they need with sequences).
+
     recmtl generate configs/sequences/din.yaml
     python -m pipelines.bench.sequences configs/sequences/din.yaml
+    python -m pipelines.bench.sequences configs/sequences/din.yaml --archs mmoe,dtrn,infnet
 """
 
 from __future__ import annotations
@@ -45,14 +50,30 @@ def variants(config: str, overrides: list[str]) -> dict[str, list[str]]:
     return {name: [f"features.sparse={json.dumps(s)}"] for name, s in named}
 
 
+# The architectures whose sequence blocks are not one D block (per-task interests, items).
+NO_DOT = ("dtrn", "infnet")
+
+
+def arch_variants(config: str, overrides: list[str], archs: list[str]) -> dict[str, list[str]]:
+    """``{name: overrides}``: the pooled baseline, then the DIN sequences under each arch."""
+    four = variants(config, overrides)
+    out = {"pooled": four["pooled"]}
+    for arch in archs:
+        extra = ["model.interaction=none"] if arch in NO_DOT else []
+        out[f"{arch}_din"] = [*four["din"], f"model.arch={arch}", *extra]
+    return out
+
+
 def gap_closed(auc: float, pooled: float, oracle: float) -> float:
     """Share of the pooled model's gap to the oracle that ``auc`` closes."""
     return (auc - pooled) / (oracle - pooled) if oracle > pooled else float("nan")
 
 
-def bench(config: str, overrides: list[str], out: str) -> list[dict[str, Any]]:
+def bench(config: str, overrides: list[str], out: str,
+          archs: list[str] | None = None) -> list[dict[str, Any]]:
     results = []
-    for name, changes in variants(config, overrides).items():
+    chosen = arch_variants(config, overrides, archs) if archs else variants(config, overrides)
+    for name, changes in chosen.items():
         results.append(run_variant(config, name, changes, overrides))
         r = results[-1]
         print(f"{name:10s} " + "  ".join(
@@ -77,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value for every variant")
     parser.add_argument("--out", default="runs/sequences.json")
+    parser.add_argument("--archs", default="",
+                        help="comma-separated model.arch values: pooled vs DIN under each")
     args = parser.parse_intermixed_args(argv)
     quiet_third_party()
-    return run_guarded(lambda: bench(args.config, args.overrides, args.out), prog="bench")
+    archs = [a for a in args.archs.split(",") if a]
+    return run_guarded(lambda: bench(args.config, args.overrides, args.out, archs),
+                       prog="bench")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_tasks(cfg, fail)
     _check_model_and_loss(cfg, fail)
     _check_sparse_moe_and_multitab(cfg.model, fail)
+    _check_bottoms(cfg, fail)
     _check_train(cfg, fail)
     _check_evaluate(cfg.evaluate, fail)
     _check_calibration(cfg, fail)
@@ -181,6 +182,42 @@ def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:
         if model.multitab_dim % model.multitab_heads:
             fail(f"model.multitab_heads: {model.multitab_heads} must divide model.multitab_dim "
                  f"= {model.multitab_dim}")
+
+
+def _check_bottoms(cfg: Config, fail: Fail) -> None:
+    """dtrn's and infnet's keys. dtrn's per-task interests are blocks of T parts, infnet's
+    histories blocks of items: a dot interaction takes neither, and bst's encoder is not
+    theirs."""
+    sequences = [f for f in cfg.features.sparse if f.sequence is not None]
+    if cfg.model.arch == "infnet":
+        n = cfg.model.infnet
+        if min(n.dim, n.num_layers, n.num_heads, n.num_proxies, n.pgu_hidden) < 1:
+            fail("model.infnet: dim, num_layers, num_heads, num_proxies and pgu_hidden must "
+                 "be >= 1")
+        if n.dim % n.num_heads:
+            fail(f"model.infnet.num_heads: {n.num_heads} must divide model.infnet.dim = {n.dim}")
+        if cfg.model.numeric_encoding != "none":
+            fail(f"model.numeric_encoding: {cfg.model.numeric_encoding} is not for infnet, which "
+                 "gives each dense float its own token")
+        if sequences and cfg.model.interaction == "dot":
+            fail("model.interaction: dot is not for infnet with behaviour sequences (a history "
+                 "is its items' tokens); use none")
+        for f in sequences:
+            if f.sequence is not None and f.sequence.encoder != "din":
+                fail(f"features.sparse.{f.name}.sequence.encoder: {f.sequence.encoder} is not "
+                     "for infnet, which reads the history's items as tokens")
+    if cfg.model.arch != "dtrn":
+        return
+    d = cfg.model.dtrn
+    if d.task_dim < 1 or d.rank < 1 or not d.se_reduction > 0:
+        fail("model.dtrn: task_dim and rank must be >= 1, se_reduction > 0")
+    if sequences and cfg.model.interaction == "dot":
+        fail("model.interaction: dot is not for dtrn with behaviour sequences (each task reads "
+             "its own interest block); use none")
+    for f in sequences:
+        if f.sequence is not None and f.sequence.encoder != "din":
+            fail(f"features.sparse.{f.name}.sequence.encoder: {f.sequence.encoder} is not for "
+                 "dtrn, whose hypernetwork generates a din attention unit per task")
 
 
 def _check_train(cfg: Config, fail: Fail) -> None:

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from recmtl.config.bottoms import DTRNConfig, INFNetConfig
+
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
-                       "multitab"]
+                       "multitab", "dtrn", "infnet"]
 Gate = Literal["softmax", "dselect_k"]
 Transfer = Literal["none", "aitm"]
 TaskKind = Literal["binary", "regression"]
@@ -213,6 +215,8 @@ class ModelConfig:
     multitab_layers: int = 2
     multitab_heads: int = 4
     multitab_features_see_tasks: bool = False
+    dtrn: DTRNConfig = field(default_factory=DTRNConfig)  # arch dtrn: recmtl/config/bottoms.py
+    infnet: INFNetConfig = field(default_factory=INFNetConfig)  # arch infnet: the same
     # Each dense float as a numeric_dim embedding instead of the plain float: piecewise_linear
     # (numeric_bins train-quantile bins, linear) or periodic (PLR: numeric_frequencies sin/cos
     # frequencies ~ N(0, numeric_sigma), linear, ReLU). See docs/models.md.

@@ -21,8 +21,10 @@ from recmtl.config.schema import Architecture, SparseFeatureConfig
 from recmtl.losses import imputation_output
 from recmtl.modules.adatt import AdaTT, AdaTTLevel
 from recmtl.modules.aitm import AITMTransfer
+from recmtl.modules.dtrn import DTRN, TaskInterest, TaskSENet
 from recmtl.modules.gates import DSelectKGate, SoftmaxGate
 from recmtl.modules.home import HoME, SelfGate
+from recmtl.modules.infnet import INFNet, SequenceTokens
 from recmtl.modules.interaction import DotInteraction
 from recmtl.modules.managed_ids import ManagedIds
 from recmtl.modules.mlp import MLP, BatchedExperts, FeatureGate, GatedExperts
@@ -149,6 +151,34 @@ def _multitab(model: ModelConfig, in_features: int, tasks: list[str],
     return MultiTab(tokenizer=tokenizer, encoder=encoder)
 
 
+def _dtrn(model: ModelConfig, in_features: int, tasks: list[str], blocks: list[int] | None = None,
+          task_blocks: list[int] | None = None) -> DTRN:
+    """Fields: one per column block in ``blocks`` (those in ``task_blocks`` hold one part per
+    task), then one per column left; ``model.dtrn.backbone`` reads each task's bottom."""
+    blocks, task_blocks = blocks or [], task_blocks or []
+    num_scalars = in_features - sum(blocks)
+    t = len(tasks)
+    senet = TaskSENet(num_fields=len(blocks) + num_scalars, num_tasks=t,
+                      reduction=model.dtrn.se_reduction, gate=model.dtrn.se_gate)
+    width = sum(w // t if i in task_blocks else w for i, w in enumerate(blocks)) + num_scalars
+    return DTRN(block_widths=blocks, task_blocks=task_blocks, num_scalars=num_scalars,
+                num_tasks=t, senet=senet,
+                backbone=BACKBONES[model.dtrn.backbone](model, width, tasks))
+
+
+def _infnet(model: ModelConfig, in_features: int, tasks: list[str],
+            blocks: list[int] | None = None,
+            sequence_blocks: dict[int, tuple[int, int]] | None = None) -> INFNet:
+    """Categorical tokens from ``blocks`` (but ``sequence_blocks``, a history's ``(L, D)``
+    slots) and the columns left; without ``blocks`` every column is a token."""
+    blocks = blocks or []
+    m = model.infnet
+    return INFNet(block_widths=blocks, sequence_blocks=sequence_blocks or {},
+                  num_scalars=in_features - sum(blocks), num_tasks=len(tasks), dim=m.dim,
+                  num_layers=m.num_layers, num_heads=m.num_heads, num_proxies=m.num_proxies,
+                  hidden=m.pgu_hidden, task_reads=m.task_reads)
+
+
 # Keyed by the config's ``Architecture`` choices: the one list of architectures is that type.
 BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]] = {
     "shared_bottom": _shared_bottom,
@@ -158,6 +188,8 @@ BACKBONES: dict[Architecture, Callable[[ModelConfig, int, list[str]], nn.Module]
     "adatt": _adatt,
     "sparse_moe": _sparse_moe,
     "multitab": _multitab,
+    "dtrn": _dtrn,
+    "infnet": _infnet,
 }
 if set(BACKBONES) != set(ARCHITECTURES):  # a new Architecture choice needs its builder here
     raise ImportError(f"builder.BACKBONES {sorted(BACKBONES)} != config {sorted(ARCHITECTURES)}")
@@ -195,9 +227,15 @@ def sequence_embedding_configs(cfg: Config) -> list[EmbeddingConfig]:
     ]
 
 
-def _sequence_encoder(f: SparseFeatureConfig, dim: int) -> nn.Module:
+def _sequence_encoder(cfg: Config, f: SparseFeatureConfig, dim: int) -> nn.Module:
     seq = f.sequence
     assert seq is not None
+    if cfg.model.arch == "infnet":  # the items themselves, as tokens
+        return SequenceTokens(embedding_dim=dim, max_len=seq.max_len)
+    if cfg.model.arch == "dtrn":  # one interest per task: [B, T * D]
+        return TaskInterest(embedding_dim=dim, hidden_dims=seq.attention_layers,
+                            num_tasks=len(cfg.base_tasks()), task_dim=cfg.model.dtrn.task_dim,
+                            rank=cfg.model.dtrn.rank, normalize=seq.normalize)
     if seq.encoder == "bst":
         return SequenceEncoder(embedding_dim=dim, num_heads=seq.num_heads,
                                num_layers=seq.num_layers, max_len=seq.max_len,
@@ -217,7 +255,7 @@ def build_sequence_features(cfg: Config) -> SequenceFeatures | None:
     sequences = [f for f in features if f.sequence is not None]
     return SequenceFeatures(
         pooling={f.name: tables[f.table].pooling for f in features if f.sequence is None},
-        encoders={f.name: _sequence_encoder(f, tables[f.table].dim) for f in sequences},
+        encoders={f.name: _sequence_encoder(cfg, f, tables[f.table].dim) for f in sequences},
         queries={f.name: f.sequence.query for f in sequences if f.sequence},
         max_lens={f.name: f.sequence.max_len for f in sequences if f.sequence},
         sides={f.name: f.sequence.side for f in sequences if f.sequence and f.sequence.side})
@@ -244,9 +282,20 @@ def build_managed_ids(cfg: Config) -> ManagedIds | None:
 
 def feature_widths(cfg: Config) -> list[int]:
     """The width of each sparse feature's block of the pooled input, in config order: its
-    table's dim (a sequence's encoder pools its history into the same width)."""
+    table's dim (a sequence's encoder pools its history into the same width; under dtrn, one
+    such interest per task; under infnet, a history is its ``max_len`` slots of ``dim + 1``)."""
     dims = {t.name: t.dim for t in cfg.features.tables}
-    return [dims[f.table] for f in cfg.features.sparse]
+
+    def width(f: SparseFeatureConfig) -> int:
+        if f.sequence is None:
+            return dims[f.table]
+        if cfg.model.arch == "dtrn":
+            return dims[f.table] * len(cfg.base_tasks())
+        if cfg.model.arch == "infnet":
+            return f.sequence.max_len * (dims[f.table] + 1)
+        return dims[f.table]
+
+    return [width(f) for f in cfg.features.sparse]
 
 
 def pooled_width(cfg: Config) -> int:
@@ -294,6 +343,14 @@ def build_dense_ranker(cfg: Config, numeric_edges: list[list[float]] | None = No
     if cfg.model.arch == "multitab":  # a token per feature, not per column
         backbone: nn.Module = _multitab(cfg.model, in_features, tasks,
                                         input_blocks(cfg, interaction))
+    elif cfg.model.arch == "dtrn":  # a field per feature; a task's own interest per sequence
+        backbone = _dtrn(cfg.model, in_features, tasks, input_blocks(cfg, interaction),
+                         [i for i, f in enumerate(cfg.features.sparse) if f.sequence is not None])
+    elif cfg.model.arch == "infnet":  # categorical tokens per feature, a history's items
+        dims = {t.name: t.dim for t in cfg.features.tables}
+        backbone = _infnet(cfg.model, in_features, tasks, input_blocks(cfg, interaction),
+                           {i: (f.sequence.max_len, dims[f.table])
+                            for i, f in enumerate(cfg.features.sparse) if f.sequence is not None})
     else:
         backbone = BACKBONES[cfg.model.arch](cfg.model, in_features, tasks)
     width = int(backbone.output_dim)  # type: ignore[arg-type]

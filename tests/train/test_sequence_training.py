@@ -66,8 +66,10 @@ def one_rank_group(tmp_path):
 @pytest.mark.parametrize("arch,encoder", [(a, "din") for a in ARCHITECTURES] + [("mmoe", "bst")])
 def test_worker_loop_trains_each_architecture_with_sequences(arch, encoder, seq_cfg, tmp_path,
                                                              one_rank_group):
+    # dtrn, infnet: a history is per-task interests or items, which dot does not take.
     cfg = seq_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 6,
-                          "train.log_every": 3})
+                          "train.log_every": 3,
+                          "model.interaction": "none" if arch in ("dtrn", "infnet") else "dot"})
     cfg = _with_sequences(cfg, encoder=encoder)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(uri)
@@ -81,7 +83,9 @@ def test_worker_loop_trains_each_architecture_with_sequences(arch, encoder, seq_
     # The unpooled tables (fused optimizer) and both attention units moved.
     assert {"sequence_embeddings.embeddings.item.weight",
             "sequence_embeddings.embeddings.category.weight"} <= changed
-    assert any(n.startswith("sequence_features.encoders.hist_items") for n in changed)
+    moved = ("dense_ranker.backbone.item_maps" if arch == "infnet"  # the items are its tokens
+             else "sequence_features.encoders.hist_items")
+    assert any(n.startswith(moved) for n in changed)
     assert any(n.startswith("embeddings.embedding_bags.user") for n in changed)
 
 

@@ -46,7 +46,8 @@ def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_ran
     assert [m.step for m in client.get_metric_history(run_id, "train/ne-ctcvr/lifetime_ne")] == [4, 8]
     diag = {k: v for k, v in logged.items() if k.startswith("diag/")}
     masses = [v for k, v in diag.items() if "/mass_e" in k]
-    assert masses and all(0 <= v <= 1 for v in masses) or arch in ("shared_bottom", "multitab")
+    assert masses and all(0 <= v <= 1 for v in masses) or arch in (
+        "shared_bottom", "multitab", "infnet")
     aux = client.get_metric_history(run_id, "train/aux_loss")  # the load balance, 1 if uniform
     assert [m.step for m in aux] == ([4, 8] if arch == "sparse_moe" else [])
     assert all(0 < m.value < cfg.model.num_experts for m in aux)
