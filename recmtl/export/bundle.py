@@ -137,7 +137,8 @@ def export_bundle(model: MultiTaskRanker, cfg: Config, out_dir: str | Path,
     for f in cfg.features.sparse:
         t = dims[f.table]
         seq = ({"query": f.sequence.query, "max_len": f.sequence.max_len,
-                "encoder": f.sequence.encoder} if f.sequence is not None else None)
+                "encoder": f.sequence.encoder, "side": list(f.sequence.side)}
+               if f.sequence is not None else None)
         features.append({"name": f.name, "table": f.table, "multi_valued": f.multi_valued,
                          "pooling": t.pooling, "dim": t.dim,
                          "offset": offset if seq is None else None, "sequence": seq,

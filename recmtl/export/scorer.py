@@ -99,19 +99,39 @@ class BundleScorer:
         return torch.cat(parts, dim=1)
 
     def histories(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-        """Each sequence feature's ``values [T, D]`` (its ids' embeddings, row after row) and
-        ``lengths [B]``, in manifest order: the graph's inputs after ``pooled`` and ``dense``."""
+        """Each sequence feature's ``values [T, D]`` (its ids' embeddings, row after row, plus
+        at each position the embeddings of its side lists' ids there: training adds them to
+        the keys, and padding is linear) and ``lengths [B]``, in manifest order: the graph's
+        inputs after ``pooled`` and ``dense``."""
+        by_name = {f["name"]: f for f in self.features}
         out = []
         for f in self.features:
             if not f.get("sequence"):
                 continue
-            values, offsets = _ids_of(ids, f)
-            offsets = offsets.long()
-            if offsets[0] != 0 or offsets[-1] != values.numel():
-                raise BundleError(f"feature {f['name']!r}: offsets must run from 0 to the "
-                                  f"{values.numel()} ids given")
-            out += [F.embedding(values.long(), self.tables[f["table"]]), offsets.diff()]
+            values, offsets = self._list_ids(ids, f)
+            embedded = F.embedding(values.long(), self.tables[f["table"]])
+            for side in f["sequence"].get("side", ()):
+                side_values, side_offsets = self._list_ids(ids, by_name[side])
+                if not torch.equal(side_offsets, offsets):
+                    row = int(torch.nonzero(side_offsets.diff() != offsets.diff())[0])
+                    raise BundleError(f"feature {side!r}: row {row} holds "
+                                      f"{int(side_offsets.diff()[row])} ids, but its sequence "
+                                      f"{f['name']!r} holds {int(offsets.diff()[row])} (a side "
+                                      "list has one id per event)")
+                embedded = embedded + F.embedding(side_values.long(),
+                                                  self.tables[by_name[side]["table"]])
+            out += [embedded, offsets.diff()]
         return out
+
+    @staticmethod
+    def _list_ids(ids: dict[str, tuple[torch.Tensor, torch.Tensor]], f: dict
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        values, offsets = _ids_of(ids, f)
+        offsets = offsets.long()
+        if offsets.numel() == 0 or offsets[0] != 0 or offsets[-1] != values.numel():
+            raise BundleError(f"feature {f['name']!r}: offsets must run from 0 to the "
+                              f"{values.numel()} ids given")
+        return values, offsets
 
     @torch.no_grad()
     def score(self, ids: dict[str, tuple[torch.Tensor, torch.Tensor]],

@@ -66,7 +66,7 @@ def test_manifest_names_the_history_inputs(bundle):
     manifest = bundle["manifest"]
     assert manifest["inputs"] == ["pooled", "dense", "hist_items_values", "hist_items_lengths"]
     seq = {f["name"]: f["sequence"] for f in manifest["sparse_features"]}
-    assert seq["hist_items"] == {"query": "item_id", "max_len": MAX_LEN,
+    assert seq["hist_items"] == {"query": "item_id", "max_len": MAX_LEN, "side": [],
                                  "encoder": bundle["cfg"].features.sparse[1].sequence.encoder}
     assert seq["item_id"] is None and seq["hist_cats"] is None
     # The history's table is served like the bags' (one copy, shared with the candidate).
@@ -92,14 +92,15 @@ LENGTHS = {"empty": lambda b: [0] * b,
            "max_len": lambda b: [MAX_LEN] * b}
 
 
-def _kjt_and_csr(cfg, lengths, rng):
-    """Random ids for every feature (``lengths`` for the history, one id elsewhere except the
-    hashed list, 0..2): the same rows as a KeyedJaggedTensor and as the scorer's CSR."""
+def _kjt_and_csr(cfg, lengths, rng, aligned=()):
+    """Random ids for every feature (``lengths`` for the history and the ``aligned`` lists,
+    one id elsewhere except the hashed list, 0..2): the same rows as a KeyedJaggedTensor and as
+    the scorer's CSR."""
     sizes = {t.name: t.num_embeddings for t in cfg.features.tables}
     rows = len(lengths)
     per = {}
     for f in cfg.features.sparse:
-        n = (lengths if f.name == "hist_items" else
+        n = (lengths if f.name == "hist_items" or f.name in aligned else
              rng.integers(0, 3, rows).tolist() if f.multi_valued else [1] * rows)
         per[f.name] = (torch.from_numpy(rng.integers(0, sizes[f.table], sum(n))),
                        torch.tensor(n, dtype=torch.int64))
@@ -182,3 +183,42 @@ def test_a_null_history_scores_as_an_empty_one(bundle):
         assert torch.equal(nulled[task], empty[task])
     with pytest.raises(BundleError, match=r"column 'hist_items' has 1 null id\(s\) inside"):
         scorer.score_rows(test.set_column(at, "hist_items", pa.array([[1, None], *rest], kind)))
+
+
+def test_side_lists_reach_the_keys_in_the_bundle(store, tmp_path):
+    """A side list (``sequence.side``: here the hashed list, one id per event) is added to its
+    history's keys in training; the scorer adds its embeddings to the history's values, so
+    both backends match the model, and a side list of another length is refused by row."""
+    from recmtl.export.bundle import export_bundle
+
+    _, out = store
+    seq = SequenceConfig(query="item_id", max_len=MAX_LEN, attention_layers=(8,),
+                         side=("hist_cats",))
+    cfg = load_config(out / "shop.yaml")
+    cfg = cfg.derive({"features.sparse": [replace(f, sequence=seq) if f.name == "hist_items"
+                                          else f for f in cfg.features.sparse]})
+    model = build_model(cfg, seed=7).eval()
+    rng = np.random.default_rng(3)
+    kjt, _ = _kjt_and_csr(cfg, LENGTHS["mixed"](5), rng, aligned=("hist_cats",))
+    dense = torch.from_numpy(rng.normal(size=(5, len(cfg.features.dense))).astype(np.float32))
+    export_bundle(model, cfg, tmp_path, model.pooled(kjt).detach(), dense)
+    for backend in ("torch", "onnx"):
+        scorer = BundleScorer(tmp_path, backend)
+        for rows in (1, 17):
+            kjt, csr = _kjt_and_csr(cfg, LENGTHS["mixed"](rows), rng, aligned=("hist_cats",))
+            dense = torch.from_numpy(rng.normal(size=(rows, len(cfg.features.dense)))
+                                     .astype(np.float32))
+            got = scorer.score(csr, dense)
+            with torch.no_grad():
+                want = task_probabilities(model(dense, kjt), cfg.tasks)
+            for task in want:
+                torch.testing.assert_close(got[task], want[task], rtol=0, atol=1e-5)
+    without_side = scorer.score(csr | {"hist_cats": (csr["hist_cats"][0] * 0, csr["hist_cats"][1])},
+                                dense)
+    assert not torch.equal(without_side[cfg.tasks[0].name], got[cfg.tasks[0].name])
+    values, offsets = csr["hist_cats"]
+    shifted = offsets.clone()
+    shifted[1:-1] = offsets[2:]  # row 0 takes row 1's ids: lengths no longer match
+    with pytest.raises(BundleError, match=r"feature 'hist_cats': row 0 holds .* ids, but its "
+                                          r"sequence 'hist_items' holds"):
+        scorer.score(csr | {"hist_cats": (values, shifted)}, dense)
