@@ -76,6 +76,8 @@ CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+LONGTAIL_GEN = "recmtl generate configs/longtail/longtail.yaml"
+LONGTAIL_PREP = "recmtl prepare configs/longtail/prepare.yml"
 CALIBRATION_GEN = ("recmtl generate configs/demo.yaml data.root=data/calibration "
                    "synthetic.train_rows=300000")
 
@@ -138,6 +140,8 @@ TABLE: list[Entry] = [
                  "synthetic.num_items=2000", "synthetic.row_group_size=2000")),
     Entry(_exact("recmtl prepare configs/daily/prepare.yml"), "run", after=(DAILY_GEN,)),
     Entry(_exact(MANAGED_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(LONGTAIL_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(LONGTAIL_PREP), "run", after=(LONGTAIL_GEN,)),
     Entry(_exact(CALIBRATION_GEN), "run", extra=SMALL_DATA),
     Entry(r"recmtl generate configs/sequences/(din|bst)\.yaml", "run", extra=SMALL_DATA),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
@@ -148,6 +152,8 @@ TABLE: list[Entry] = [
     Entry(_exact("recmtl daily configs/daily/daily.yaml"), "heavy",
           "six days of small-store preparation, training and registration",
           extra=("daily.days=2", *SMALL_TRAIN), after=(DAILY_GEN,)),
+    Entry(_exact("recmtl train data/longtail/prepared/longtail.yaml"), "heavy", extra=SMALL_TRAIN,
+          after=(LONGTAIL_PREP,)),
     Entry(_exact("recmtl train configs/managed.yaml"), "heavy", extra=SMALL_TRAIN,
           after=(MANAGED_GEN,)),
     Entry(_exact("recmtl train configs/sequences/din.yaml"), "heavy",

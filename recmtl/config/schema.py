@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from recmtl.config.longtail import LongtailConfig
+
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
                        "multitab"]
 Gate = Literal["softmax", "dselect_k"]
@@ -33,7 +35,7 @@ Eviction = Literal["lfu", "lru", "distance_lfu"]
 RowDecayMode = Literal["decoupled", "frequency"]
 CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
 SequenceEncoderKind = Literal["din", "bst"]
-SyntheticKind = Literal["funnel", "sequences"]
+SyntheticKind = Literal["funnel", "sequences", "longtail"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
@@ -297,6 +299,7 @@ class SyntheticConfig:
     max_history_len: int = 50
     mean_history_len: float = 20.0
     match_strength: float = 4.0
+    longtail: LongtailConfig = field(default_factory=LongtailConfig)  # kind: longtail
 
 
 @dataclass(frozen=True)
