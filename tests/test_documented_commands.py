@@ -182,6 +182,10 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.row_decay configs/demo.yaml"), "heavy",
           "five Ray trainings (no decay, two modes at two rates)", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.row_decay data/longtail/prepared/longtail.yaml "
+                 "--tables user_id,item_id --decay 0.1"), "heavy",
+          "three Ray trainings on the small long-tailed store", extra=SMALL_TRAIN,
+          after=(LONGTAIL_PREP,)),
     Entry(_exact("python -m pipelines.bench.daily configs/daily/daily.yaml"), "heavy",
           "the daily job and a retraining per day on the small daily store",
           extra=("daily.days=2", *SMALL_TRAIN), after=(DAILY_GEN,)),
