@@ -14,14 +14,14 @@ def test_trees_score_the_prepared_columns(tmp_path):
     src = tmp_path / "census.csv.gz"
     write_census(src, census_rows(n=600))
     prepare(src, tmp_path / "out")
-    trees = gradient_boosting(tmp_path / "out", seed=0)
+    trees = gradient_boosting(tmp_path / "out", seed=0, max_iter=10)
     x, y = _split(tmp_path / "out", "train")
     assert x.shape[1] == len(CATEGORICAL) + len(NUMERIC)
     xt, yt = _split(tmp_path / "out", "test")
     for task in ("income", "marital"):
         ref = HistGradientBoostingClassifier(
             categorical_features=[True] * len(CATEGORICAL) + [False] * len(NUMERIC),
-            random_state=0).fit(x, y[task])
+            max_iter=10, random_state=0).fit(x, y[task])
         assert trees[task]["test"]["auc"] == pytest.approx(
             roc_auc_score(yt[task], ref.predict_proba(xt)[:, 1]), abs=1e-12)
 
