@@ -76,6 +76,8 @@ CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+LONGTAIL_GEN = "recmtl generate configs/longtail/longtail.yaml"
+LONGTAIL_PREP = "recmtl prepare configs/longtail/prepare.yml"
 CALIBRATION_GEN = ("recmtl generate configs/demo.yaml data.root=data/calibration "
                    "synthetic.train_rows=300000")
 
@@ -147,6 +149,8 @@ TABLE: list[Entry] = [
                  "synthetic.num_items=2000", "synthetic.row_group_size=2000")),
     Entry(_exact("recmtl prepare configs/daily/prepare.yml"), "run", after=(DAILY_GEN,)),
     Entry(_exact(MANAGED_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(LONGTAIL_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(LONGTAIL_PREP), "run", after=(LONGTAIL_GEN,)),
     Entry(_exact(CALIBRATION_GEN), "run", extra=SMALL_DATA),
     Entry(r"recmtl generate configs/sequences/(din|bst)\.yaml", "run", extra=SMALL_DATA),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
@@ -157,6 +161,8 @@ TABLE: list[Entry] = [
     Entry(_exact("recmtl daily configs/daily/daily.yaml"), "heavy",
           "six days of small-store preparation, training and registration",
           extra=("daily.days=2", *SMALL_TRAIN), after=(DAILY_GEN,)),
+    Entry(_exact("recmtl train data/longtail/prepared/longtail.yaml"), "heavy", extra=SMALL_TRAIN,
+          after=(LONGTAIL_PREP,)),
     Entry(_exact("recmtl train configs/managed.yaml"), "heavy", extra=SMALL_TRAIN,
           after=(MANAGED_GEN,)),
     Entry(_exact("recmtl train configs/sequences/din.yaml"), "heavy",
@@ -185,12 +191,22 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration"),
           "heavy", "one Ray training, then every calibration method from its logits",
           extra=SMALL_TRAIN, after=(CALIBRATION_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml"), "heavy",
+          "one Ray training on the small demo store, then every method", extra=SMALL_TRAIN,
+          after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration data/longtail/prepared/longtail.yaml"),
+          "heavy", "one Ray training on the small long-tailed store, then every method",
+          extra=SMALL_TRAIN, after=(LONGTAIL_PREP,)),
     Entry(_exact("python -m pipelines.bench.managed configs/daily/daily.yaml"), "heavy",
           "three Ray trainings (vocabulary, hash, managed) on the small daily store",
           extra=SMALL_TRAIN, after=(DAILY_GEN,)),
     Entry(_exact("python -m pipelines.bench.row_decay configs/demo.yaml"), "heavy",
           "five Ray trainings (no decay, two modes at two rates)", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.row_decay data/longtail/prepared/longtail.yaml "
+                 "--tables user_id,item_id --decay 0.1"), "heavy",
+          "three Ray trainings on the small long-tailed store", extra=SMALL_TRAIN,
+          after=(LONGTAIL_PREP,)),
     Entry(_exact("python -m pipelines.bench.daily configs/daily/daily.yaml"), "heavy",
           "the daily job and a retraining per day on the small daily store",
           extra=("daily.days=2", *SMALL_TRAIN), after=(DAILY_GEN,)),
@@ -207,6 +223,9 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
                  "data.root=data/demo16m synthetic.train_rows=16000000"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO16M_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only "
+                 "mmoe_numeric_ple evaluate.calibration=temperature"), "heavy",
+          extra=SMALL_TRAIN, after=(DEMO_GEN,)),
     Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
           "1 and 2 processes, the baseline and a Ray job",
           extra=("--steps", "3", "data.batch_size=1024"), after=(STANDARD_GEN,)),
@@ -226,6 +245,9 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.quality data/census/census.yaml --suite census"),
           "heavy", "every variant of the suite trains", extra=CENSUS_TRAIN,
           after=(CENSUS_PREP,), census=True),
+    Entry(_exact("python -m pipelines.bench.census"), "heavy",
+          "prepares the split, fits the trees and trains MMoE three times", extra=CENSUS_TRAIN,
+          census=True),
     # Usage lines and commands named in prose: --help, and the flags they show.
     Entry(r"recmtl (train|prepare|compare|evaluate|export|daily|score --raw)", "help",
           "named in prose"),

@@ -3,6 +3,8 @@ samples/s per task, each variant a real `recmtl train` run (Ray, MLflow, report,
 
     python -m pipelines.bench.quality data/census/census.yaml --suite census
     python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only mmoe,home
+    python -m pipelines.bench.quality configs/demo.yaml --suite synthetic \
+        --only mmoe_numeric_ple,mmoe_numeric_periodic evaluate.calibration=temperature
 
 Prints a Markdown table and writes it with the raw numbers to ``--out`` (JSON).
 """
@@ -27,6 +29,10 @@ _BACKBONES = {
     "mmoe_dselect_k": ["model.gate=dselect_k", "model.dselect_k=2"],
     "ple": ["model.arch=ple", "model.task_experts=2", "model.num_experts=4"],
     "adatt": ["model.arch=adatt", "model.task_experts=2", "model.num_experts=2"],
+    # Dense floats as embeddings (issue #16 item 3; configs/models/numeric_*.yaml).
+    "mmoe_numeric_ple": ["model.numeric_encoding=piecewise_linear", "model.numeric_bins=16",
+                         "model.numeric_dim=8"],
+    "mmoe_numeric_periodic": ["model.numeric_encoding=periodic", "model.numeric_dim=8"],
 }
 _HOME_CENSUS = ["model.arch=home", "model.num_experts=4", "model.group_experts=0",
                 "model.task_experts=2", "model.task_groups=[[income], [marital]]"]
@@ -72,6 +78,7 @@ def run_variant(config: str, name: str, overrides: list[str], extra: list[str]) 
         "variant": name, "overrides": overrides, "run_id": summary["run_id"],
         "samples_per_s": run.data.metrics.get("train/epoch_samples_per_s"),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "valid": {k: v for k, v in run.data.metrics.items() if k.startswith("valid/")},
         "tasks": {t: {k: m.get(k) for k in ("auc", "oracle_auc", "logloss", "gauc", "rows",
                                              "calibration", "ece")}
                   for t, m in report["tasks"].items()},

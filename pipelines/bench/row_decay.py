@@ -6,6 +6,11 @@ popularity), so most ids are rare.
 
     recmtl generate configs/demo.yaml
     python -m pipelines.bench.row_decay configs/demo.yaml --decay 0.01,0.1
+
+On the long-tailed store (``synthetic.kind: longtail``, docs/calibration.md), whose prepared
+tables are named after their features:
+
+    python -m pipelines.bench.row_decay data/longtail/prepared/longtail.yaml --tables user_id,item_id
 """
 
 from __future__ import annotations
@@ -18,27 +23,32 @@ from typing import Any
 
 from pipelines.bench.quality import run_variant
 from pipelines.cli import run_guarded
-from recmtl.config import load_config
+from recmtl.config import ConfigError, load_config
 from recmtl.logs import quiet_third_party
 
 TABLES = ("user", "item")
 
 
-def variants(config: str, overrides: list[str], decays: list[float]) -> dict[str, list[str]]:
-    """``{name: overrides}``: the config's tables with ``TABLES`` decayed each way."""
+def variants(config: str, overrides: list[str], decays: list[float],
+             names: tuple[str, ...] = TABLES) -> dict[str, list[str]]:
+    """``{name: overrides}``: the config's tables called ``names`` decayed each way."""
     tables = load_config(config, overrides).to_dict()["features"]["tables"]
+    unknown = set(names) - {t["name"] for t in tables}
+    if unknown:
+        raise ConfigError(f"{config}: --tables: no table {sorted(unknown)}")
     out: dict[str, list[str]] = {"none": []}
     for mode in ("decoupled", "frequency"):
         for wd in decays:
             decayed = [t | {"weight_decay": wd, "weight_decay_mode": mode}
-                       if t["name"] in TABLES else t for t in tables]
+                       if t["name"] in names else t for t in tables]
             out[f"{mode}_{wd:g}"] = [f"features.tables={json.dumps(decayed)}"]
     return out
 
 
-def bench(config: str, overrides: list[str], decays: list[float], out: str) -> list[dict[str, Any]]:
+def bench(config: str, overrides: list[str], decays: list[float], out: str,
+          names: tuple[str, ...] = TABLES) -> list[dict[str, Any]]:
     results = []
-    for name, changes in variants(config, overrides, decays).items():
+    for name, changes in variants(config, overrides, decays, names).items():
         r = run_variant(config, f"decay-{name}", changes, overrides)
         results.append(r)
         print("  ".join([f"{name:16s}"] + [
@@ -57,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value for every variant")
     parser.add_argument("--decay", default="0.01,0.1", help="comma-separated weight decays")
+    parser.add_argument("--tables", default=",".join(TABLES),
+                        help="comma-separated tables to decay (default: user,item)")
     parser.add_argument("--out", default="runs/row_decay.json")
     args = parser.parse_intermixed_args(argv)
     quiet_third_party()
     decays = [float(v) for v in args.decay.split(",")]
-    return run_guarded(lambda: bench(args.config, args.overrides, decays, args.out), prog="bench")
+    names = tuple(args.tables.split(","))
+    return run_guarded(lambda: bench(args.config, args.overrides, decays, args.out, names),
+                       prog="bench")
 
 
 if __name__ == "__main__":

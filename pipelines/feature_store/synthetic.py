@@ -197,12 +197,17 @@ def funnel_logits(world: World, users: np.ndarray, items: np.ndarray, hour: np.n
 def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
     """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split.
     With ``synthetic.days > 0``, the daily raw export instead (``synthetic_days.py``); with
-    ``synthetic.kind: sequences``, the store with behaviour histories (``synthetic_sequences.py``)."""
+    ``synthetic.kind: sequences``, the store with behaviour histories (``synthetic_sequences.py``);
+    with ``longtail``, a raw export with Zipf ids for `recmtl prepare` (``synthetic_longtail.py``)."""
     syn = cfg.synthetic
     if syn.kind == "sequences":
         from pipelines.feature_store.synthetic_sequences import generate_sequences
 
         return generate_sequences(cfg, root)
+    if syn.kind == "longtail":
+        from pipelines.feature_store.synthetic_longtail import generate_longtail
+
+        return generate_longtail(cfg, root)
     if syn.days > 0:
         from pipelines.feature_store.synthetic_days import generate_days
 
@@ -235,7 +240,8 @@ def run(cfg: Config) -> None:
     counts = generate(cfg)
     took = time.perf_counter() - t0
     total = sum(counts.values())
-    where = Path(cfg.data.root) / "raw" if cfg.synthetic.days > 0 else cfg.data.root
+    raw = cfg.synthetic.days > 0 or cfg.synthetic.kind == "longtail"
+    where = Path(cfg.data.root) / "raw" if raw else cfg.data.root
     print(f"wrote {total:,} rows to {where} in {took:.1f}s "
           f"({', '.join(f'{k}={v:,}' for k, v in counts.items())})")
 

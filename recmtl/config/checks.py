@@ -27,6 +27,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_calibration(cfg, fail)
     _check_synthetic_days(cfg.synthetic, fail)
     _check_storage(cfg, fail)
+    cfg.synthetic.longtail.check(fail)
 
 
 def _check_features(cfg: Config, fail: Fail) -> None:

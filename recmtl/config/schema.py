@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from recmtl.config.bottoms import DTRNConfig, INFNetConfig
+from recmtl.config.longtail import LongtailConfig
 
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
                        "multitab", "dtrn", "infnet"]
@@ -35,7 +36,7 @@ Eviction = Literal["lfu", "lru", "distance_lfu"]
 RowDecayMode = Literal["decoupled", "frequency"]
 CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
 SequenceEncoderKind = Literal["din", "bst"]
-SyntheticKind = Literal["funnel", "sequences"]
+SyntheticKind = Literal["funnel", "sequences", "longtail"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
@@ -305,6 +306,7 @@ class SyntheticConfig:
     max_history_len: int = 50
     mean_history_len: float = 20.0
     match_strength: float = 4.0
+    longtail: LongtailConfig = field(default_factory=LongtailConfig)  # kind: longtail
 
 
 @dataclass(frozen=True)
