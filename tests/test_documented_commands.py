@@ -140,6 +140,7 @@ TABLE: list[Entry] = [
     Entry(_exact(MANAGED_GEN), "run", extra=SMALL_DATA),
     Entry(_exact(CALIBRATION_GEN), "run", extra=SMALL_DATA),
     Entry(r"recmtl generate configs/sequences/(din|bst)\.yaml", "run", extra=SMALL_DATA),
+    Entry(r"recmtl generate configs/multitask/(low|high)_correlation\.yaml", "run", extra=SMALL_DATA),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
     Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
           after=(SMOKE_GEN,)),
@@ -156,6 +157,9 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml"), "heavy",
           "four Ray trainings: no history, pooled, DIN, BST", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/din.yaml",)),
+    Entry(r"recmtl train configs/multitask/(low|high)_correlation\.yaml", "heavy", extra=SMALL_TRAIN,
+          after=("recmtl generate configs/multitask/high_correlation.yaml",
+                 "recmtl generate configs/multitask/low_correlation.yaml")),
     Entry(_exact("recmtl train configs/sequences/bst.yaml"), "heavy",
           "trains and evaluates; export is skipped (not built for sequences)", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/bst.yaml",)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from recmtl.config.multitask import check_multitask
 from recmtl.config.schema import Config, EvaluateConfig, ModelConfig, SyntheticConfig
 from recmtl.errors import ConfigError
 
@@ -25,6 +26,11 @@ def check_config(cfg: Config, source: str) -> None:
     _check_evaluate(cfg.evaluate, fail)
     _check_calibration(cfg, fail)
     _check_synthetic_days(cfg.synthetic, fail)
+    syn = cfg.synthetic
+    if syn.kind == "multitask":
+        check_multitask(syn.multitask, syn.latent_dim, syn.days,
+                        {"synthetic.num_users": syn.num_users, "synthetic.num_items":
+                         syn.num_items, "synthetic.num_categories": syn.num_categories}, fail)
 
 
 def _check_features(cfg: Config, fail: Fail) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from recmtl.config.multitask import MultitaskConfig
+
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
                        "multitab"]
 Gate = Literal["softmax", "dselect_k"]
@@ -33,7 +35,7 @@ Eviction = Literal["lfu", "lru", "distance_lfu"]
 RowDecayMode = Literal["decoupled", "frequency"]
 CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
 SequenceEncoderKind = Literal["din", "bst"]
-SyntheticKind = Literal["funnel", "sequences"]
+SyntheticKind = Literal["funnel", "sequences", "multitask"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
@@ -252,7 +254,8 @@ class SyntheticConfig:
     histories ``hist_items`` / ``hist_categories`` / ``hist_age_hours`` that a target-aware
     model can use, ``synthetic_sequences.py``; it reads the sizes, ``latent_dim``,
     ``max_history_len``, ``mean_history_len`` and ``match_strength``, not ``extra_*`` nor
-    ``days``).
+    ``days``), or multitask (any number of binary tasks whose correlation and relative
+    complexity are knobs, ``synthetic.multitask``; ``synthetic_multitask.py``).
 
     ``days`` > 0 switches from the train/valid/test store to a raw feature-store export, one
     file per day (``<data.root>/raw/day-NNNN.parquet``, ``rows_per_day`` rows each; the
@@ -297,6 +300,7 @@ class SyntheticConfig:
     max_history_len: int = 50
     mean_history_len: float = 20.0
     match_strength: float = 4.0
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)  # kind: multitask
 
 
 @dataclass(frozen=True)
