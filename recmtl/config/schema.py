@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from recmtl.config.multitask import MultitaskConfig
+from recmtl.config.rmtl import RmtlConfig
 
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
                        "multitab"]
@@ -21,7 +22,7 @@ Gate = Literal["softmax", "dselect_k"]
 Transfer = Literal["none", "aitm"]
 TaskKind = Literal["binary", "regression"]
 Escm2 = Literal["none", "ips", "dr"]
-Weighting = Literal["fixed", "uncertainty", "pcgrad"]
+Weighting = Literal["fixed", "uncertainty", "pcgrad", "rmtl"]
 Interaction = Literal["dot", "none"]
 NumericEncoding = Literal["none", "piecewise_linear", "periodic"]
 SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
@@ -228,13 +229,15 @@ class LossConfig:
     ``weighting``: fixed (``tasks[].loss_weight``), uncertainty (Kendall et al. 2018: learned
     ``exp(-s_t) L_t + s_t``, times the fixed weights) or pcgrad (Yu et al. 2020: the per-task
     gradients of the shared dense parameters are projected off each other where they
-    conflict). ``calibrator_weight``: AITM's penalty ``max(p_t - p_{t-1}, 0)`` along the base
+    conflict) or rmtl (per-row weights from session critics, ``loss.rmtl``, ``recmtl.train.rmtl``).
+    ``calibrator_weight``: AITM's penalty ``max(p_t - p_{t-1}, 0)`` along the base
     tasks in order (a conversion is never likelier than the click before it).
     """
 
     weighting: Weighting = "fixed"
     calibrator_weight: float = 0.0
     propensity_clip: float = 0.05
+    rmtl: RmtlConfig = field(default_factory=RmtlConfig)
 
 
 @dataclass(frozen=True)
