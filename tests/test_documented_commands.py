@@ -190,6 +190,10 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
                  "data.root=data/demo16m synthetic.train_rows=16000000"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO16M_GEN,)),
+    Entry(_exact("python -m pipelines.bench.architectures --archs mmoe,sparse_moe,multitab,mmoe_rmtl "
+                 "--rows 24000"), "heavy",
+          "generates its stores and trains every (store, architecture) in-process",
+          extra=("--rows", "3000", "--datasets", "funnel,multitask-low", "--work", "bench-stores")),
     Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
           "1 and 2 processes, the baseline and a Ray job",
           extra=("--steps", "3", "data.batch_size=1024"), after=(STANDARD_GEN,)),
