@@ -115,9 +115,11 @@ def calibrator_penalty(log_probs: dict[str, tuple[torch.Tensor, torch.Tensor]],
 
 
 def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], tasks: Tasks,
-                loss: LossConfig | None = None) -> dict[str, torch.Tensor]:
+                loss: LossConfig | None = None,
+                row_weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Unweighted, differentiable loss per task over its sample space (an empty space gives 0),
-    plus ``CALIBRATOR`` when ``loss.calibrator_weight`` is set."""
+    plus ``CALIBRATOR`` when ``loss.calibrator_weight`` is set. ``row_weights``: ``{task: [B]}``
+    per-row factors of a binary task's log loss (RMTL's critic weights, ``recmtl.train.rmtl``)."""
     loss = loss or LossConfig()
     log_probs = task_log_probs(outputs, tasks)
     out: dict[str, torch.Tensor] = {}
@@ -129,6 +131,8 @@ def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor
             continue
         log_p, log_q = log_probs[t.name]
         nll = -(y * log_p + (1.0 - y) * log_q)
+        if row_weights is not None and t.name in row_weights:
+            nll = row_weights[t.name] * nll
         if t.escm2 == "none":
             out[t.name] = _masked_mean(nll, mask)
         else:

@@ -153,6 +153,7 @@ TABLE: list[Entry] = [
     Entry(_exact(LONGTAIL_PREP), "run", after=(LONGTAIL_GEN,)),
     Entry(_exact(CALIBRATION_GEN), "run", extra=SMALL_DATA),
     Entry(r"recmtl generate configs/sequences/(din|bst)\.yaml", "run", extra=SMALL_DATA),
+    Entry(r"recmtl generate configs/multitask/(low|high)_correlation\.yaml", "run", extra=SMALL_DATA),
     # Other trainings: one Ray job each (~40 s), so heavy, on the small stores above.
     Entry(_exact("recmtl train configs/smoke.yaml"), "heavy", "as documented: the store is small",
           after=(SMOKE_GEN,)),
@@ -175,6 +176,9 @@ TABLE: list[Entry] = [
                  "--archs mmoe,dtrn,infnet"), "heavy",
           "four Ray trainings: pooled, DIN under mmoe, dtrn, infnet", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/din.yaml",)),
+    Entry(r"recmtl train configs/multitask/(low|high)_correlation\.yaml", "heavy", extra=SMALL_TRAIN,
+          after=("recmtl generate configs/multitask/high_correlation.yaml",
+                 "recmtl generate configs/multitask/low_correlation.yaml")),
     Entry(_exact("recmtl train configs/sequences/bst.yaml"), "heavy",
           "trains and evaluates; export is skipped (not built for sequences)", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/bst.yaml",)),
@@ -226,6 +230,10 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only "
                  "mmoe_numeric_ple evaluate.calibration=temperature"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.architectures --archs mmoe,sparse_moe,multitab,mmoe_rmtl "
+                 "--rows 24000"), "heavy",
+          "generates its stores and trains every (store, architecture) in-process",
+          extra=("--rows", "3000", "--datasets", "funnel,multitask-low", "--work", "bench-stores")),
     Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
           "1 and 2 processes, the baseline and a Ray job",
           extra=("--steps", "3", "data.batch_size=1024"), after=(STANDARD_GEN,)),

@@ -198,8 +198,13 @@ def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
     """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split.
     With ``synthetic.days > 0``, the daily raw export instead (``synthetic_days.py``); with
     ``synthetic.kind: sequences``, the store with behaviour histories (``synthetic_sequences.py``);
-    with ``longtail``, a raw export with Zipf ids for `recmtl prepare` (``synthetic_longtail.py``)."""
+    with ``longtail``, a raw export with Zipf ids for `recmtl prepare` (``synthetic_longtail.py``);
+    with ``multitask``, tasks with set correlation and complexity (``synthetic_multitask.py``)."""
     syn = cfg.synthetic
+    if syn.kind == "multitask":
+        from pipelines.feature_store.synthetic_multitask import generate_multitask
+
+        return generate_multitask(cfg, root)
     if syn.kind == "sequences":
         from pipelines.feature_store.synthetic_sequences import generate_sequences
 

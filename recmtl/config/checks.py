@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from recmtl.config.multitask import check_multitask
+from recmtl.config.rmtl import check_rmtl, rmtl_tasks
 from recmtl.config.schema import Config, EvaluateConfig, ModelConfig, SyntheticConfig
 from recmtl.errors import ConfigError
 
@@ -28,6 +30,11 @@ def check_config(cfg: Config, source: str) -> None:
     _check_synthetic_days(cfg.synthetic, fail)
     _check_storage(cfg, fail)
     cfg.synthetic.longtail.check(fail)
+    syn = cfg.synthetic
+    if syn.kind == "multitask":
+        check_multitask(syn.multitask, syn.latent_dim, syn.days,
+                        {"synthetic.num_users": syn.num_users, "synthetic.num_items":
+                         syn.num_items, "synthetic.num_categories": syn.num_categories}, fail)
 
 
 def _check_features(cfg: Config, fail: Fail) -> None:
@@ -155,6 +162,9 @@ def _check_model_and_loss(cfg: Config, fail: Fail) -> None:
         fail("model.transfer: aitm needs at least two base tasks")
     if cfg.loss.calibrator_weight < 0 or not 0 < cfg.loss.propensity_clip <= 1:
         fail("loss: calibrator_weight must be >= 0 and 0 < propensity_clip <= 1")
+    if cfg.loss.weighting == "rmtl":
+        check_rmtl(cfg.loss.rmtl, rmtl_tasks(cfg.tasks), cfg.features.group, cfg.train.pipeline,
+                   fail)
 
 
 def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:

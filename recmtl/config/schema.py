@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from recmtl.config.bottoms import DTRNConfig, INFNetConfig
 from recmtl.config.longtail import LongtailConfig
+from recmtl.config.multitask import MultitaskConfig
+from recmtl.config.rmtl import RmtlConfig
 
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
                        "multitab", "dtrn", "infnet"]
@@ -22,7 +24,7 @@ Gate = Literal["softmax", "dselect_k"]
 Transfer = Literal["none", "aitm"]
 TaskKind = Literal["binary", "regression"]
 Escm2 = Literal["none", "ips", "dr"]
-Weighting = Literal["fixed", "uncertainty", "pcgrad"]
+Weighting = Literal["fixed", "uncertainty", "pcgrad", "rmtl"]
 Interaction = Literal["dot", "none"]
 NumericEncoding = Literal["none", "piecewise_linear", "periodic"]
 SparseOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
@@ -36,7 +38,7 @@ Eviction = Literal["lfu", "lru", "distance_lfu"]
 RowDecayMode = Literal["decoupled", "frequency"]
 CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
 SequenceEncoderKind = Literal["din", "bst"]
-SyntheticKind = Literal["funnel", "sequences", "longtail"]
+SyntheticKind = Literal["funnel", "sequences", "longtail", "multitask"]
 
 ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
@@ -235,13 +237,15 @@ class LossConfig:
     ``weighting``: fixed (``tasks[].loss_weight``), uncertainty (Kendall et al. 2018: learned
     ``exp(-s_t) L_t + s_t``, times the fixed weights) or pcgrad (Yu et al. 2020: the per-task
     gradients of the shared dense parameters are projected off each other where they
-    conflict). ``calibrator_weight``: AITM's penalty ``max(p_t - p_{t-1}, 0)`` along the base
+    conflict) or rmtl (per-row weights from session critics, ``loss.rmtl``, ``recmtl.train.rmtl``).
+    ``calibrator_weight``: AITM's penalty ``max(p_t - p_{t-1}, 0)`` along the base
     tasks in order (a conversion is never likelier than the click before it).
     """
 
     weighting: Weighting = "fixed"
     calibrator_weight: float = 0.0
     propensity_clip: float = 0.05
+    rmtl: RmtlConfig = field(default_factory=RmtlConfig)
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,8 @@ class SyntheticConfig:
     histories ``hist_items`` / ``hist_categories`` / ``hist_age_hours`` that a target-aware
     model can use, ``synthetic_sequences.py``; it reads the sizes, ``latent_dim``,
     ``max_history_len``, ``mean_history_len`` and ``match_strength``, not ``extra_*`` nor
-    ``days``).
+    ``days``), or multitask (any number of binary tasks whose correlation and relative
+    complexity are knobs, ``synthetic.multitask``; ``synthetic_multitask.py``).
 
     ``days`` > 0 switches from the train/valid/test store to a raw feature-store export, one
     file per day (``<data.root>/raw/day-NNNN.parquet``, ``rows_per_day`` rows each; the
@@ -307,6 +312,7 @@ class SyntheticConfig:
     mean_history_len: float = 20.0
     match_strength: float = 4.0
     longtail: LongtailConfig = field(default_factory=LongtailConfig)  # kind: longtail
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)  # kind: multitask
 
 
 @dataclass(frozen=True)

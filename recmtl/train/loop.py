@@ -21,6 +21,7 @@ from recmtl.data.batch import Batch
 from recmtl.losses import task_losses, weighted_terms
 from recmtl.train.pcgrad import PCGrad
 from recmtl.train.rec_metrics import metric_inputs
+from recmtl.train.rmtl import RmtlCritics
 
 PHASES = ("data", "forward", "backward", "optimizer")
 AUX_LOSS = "aux_loss"  # the key of the model's auxiliary loss among the loss terms
@@ -45,7 +46,9 @@ class StepPlan:
     autocasts the forward; the losses are computed in float32. ``pipelined`` runs the steps
     through torchrec's ``TrainPipelineSparseDist`` (no per-phase timing there). ``aux_weight``:
     the ranker's ``auxiliary_loss()`` (a sparse MoE's load balance) joins the loss terms times
-    this (``model.moe_balance_weight``; 0: not read), as one more term for pcgrad.
+    this (``model.moe_balance_weight``; 0: not read), as one more term for pcgrad. ``rmtl``:
+    RMTL's critics (``recmtl.train.rmtl``), kept across epochs; ``from_config`` builds them
+    for ``loss.weighting: rmtl`` (left None, each epoch starts new ones).
     """
 
     tasks: tuple[TaskConfig, ...]
@@ -54,12 +57,15 @@ class StepPlan:
     bf16: bool = False
     pipelined: bool = False
     aux_weight: float = 0.0
+    rmtl: RmtlCritics | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, device: torch.device) -> StepPlan:
+        rmtl = (RmtlCritics(cfg.tasks, cfg.loss.rmtl, seed=cfg.seed)
+                if cfg.loss.weighting == "rmtl" else None)
         return cls(cfg.tasks, device, cfg.loss, bf16=cfg.train.bf16,
                    pipelined=cfg.train.pipeline == "sparse_dist",
-                   aux_weight=cfg.model.moe_balance_weight)
+                   aux_weight=cfg.model.moe_balance_weight, rmtl=rmtl)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,11 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
     pcgrad = None
     if loss.weighting == "pcgrad":
         pcgrad = PCGrad(list(ranker.dense_ranker.backbone.parameters()))
+    rmtl = plan.rmtl
+    if loss.weighting == "rmtl" and rmtl is None:
+        rmtl = RmtlCritics(tasks, loss.rmtl)
+    if rmtl is not None:
+        rmtl.attach(ranker.dense_ranker.backbone)
     stats = EpochStats()
     sync = torch.cuda.synchronize if (time_phases and device.type == "cuda") else (lambda: None)
     window: list[torch.Tensor] = []
@@ -116,10 +127,16 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs = model(batch.dense, batch.sparse)
         outputs = {k: v.float() for k, v in outputs.items()}
-        losses = task_losses(outputs, batch.labels, tasks, loss)
+        row_weights = (rmtl.weights_for(outputs, batch.labels, batch.group)
+                       if rmtl is not None else None)
+        losses = task_losses(outputs, batch.labels, tasks, loss)  # logged unweighted
+        if row_weights is not None:
+            terms = weighted_terms(task_losses(outputs, batch.labels, tasks, loss, row_weights),
+                                   tasks, loss, log_vars)
+        else:
+            terms = weighted_terms(losses, tasks, loss, log_vars)
         if rec_metrics is not None:
             rec_metrics.update(metric_inputs(outputs, batch.labels, tasks))
-        terms = weighted_terms(losses, tasks, loss, log_vars)
         aux = ranker.auxiliary_loss() if plan.aux_weight else None
         if aux is not None:
             losses[AUX_LOSS] = aux
@@ -180,8 +197,9 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches:
     if plan.pipelined and hooks.before_step is not None:
         raise ValueError("managed-collision tables and row weight decay need the plain step "
                          "(train.pipeline: none)")
-    if plan.pipelined and pcgrad is not None:
-        raise ValueError("loss.weighting=pcgrad needs the plain step (train.pipeline: none)")
+    if plan.pipelined and (pcgrad is not None or rmtl is not None):
+        raise ValueError(f"loss.weighting={loss.weighting} needs the plain step "
+                         "(train.pipeline: none)")
     model.train()
     steps = pipelined_steps() if plan.pipelined else plain_steps()
     for step, (per_task, size) in enumerate(steps):
