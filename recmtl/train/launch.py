@@ -47,15 +47,24 @@ def ensure_ray(num_workers: int, address: str | None = None, quiet: bool = True)
 
 
 def scaling_config(cfg: Config) -> Any:
-    """Ray Train's ``ScalingConfig`` from ``train``: workers, and CPUs (+ GPUs on cuda) each."""
+    """Ray Train's ``ScalingConfig`` from ``train``: workers, and CPUs (+ GPUs on cuda) each,
+    packed onto few nodes or spread over many (``placement``). With ``min_workers`` the group
+    is elastic, ``(min_workers, num_workers)``: after a lost node Ray Train restarts it with
+    the workers the cluster still has room for (a resumed epoch is resharded over them) and
+    grows it back when room returns."""
     from ray.train import ScalingConfig
 
-    use_gpu = cfg.train.device == "cuda"
-    resources = {"CPU": cfg.train.cpus_per_worker}
+    train = cfg.train
+    use_gpu = train.device == "cuda"
+    resources = {"CPU": train.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = cfg.train.gpus_per_worker
-    return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
-                         resources_per_worker=resources)
+        resources["GPU"] = train.gpus_per_worker
+    workers: int | tuple[int, int] = train.num_workers
+    if train.min_workers is not None and train.min_workers < train.num_workers:
+        workers = (train.min_workers, train.num_workers)
+    return ScalingConfig(num_workers=workers,  # type: ignore[arg-type]  # v2 takes (min, max)
+                         use_gpu=use_gpu, resources_per_worker=resources,
+                         placement_strategy=train.placement.upper())
 
 
 def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None,
@@ -84,7 +93,7 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         train_loop_config={"job": job.to_dict()},
         scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name="train", storage_path=str(run_dir / "ray"),  # type: ignore[call-arg]
+        run_config=RunConfig(name="train", storage_path=storage_path(cfg, run_dir),  # type: ignore[call-arg]
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                              # quiet: a worker's error reaches the driver, which reports it once
@@ -100,7 +109,18 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         raise
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
+    if "://" in storage_path(cfg, run_dir):  # evaluation and export read a local directory
+        return (Path(result.checkpoint.to_directory(str(run_dir / "checkpoint-final"))),
+                dict(result.metrics or {}))
     return Path(result.checkpoint.path), dict(result.metrics or {})
+
+
+def storage_path(cfg: Config, run_dir: Path) -> str:
+    """Where Ray Train keeps checkpoints: ``train.storage_path`` (a path every node mounts, or
+    a pyarrow filesystem URI) under the run's name, else ``<run dir>/ray``."""
+    if cfg.train.storage_path is None:
+        return str(run_dir / "ray")
+    return f"{cfg.train.storage_path.rstrip('/')}/{run_dir.name}"
 
 
 def worker_data_error(error: BaseException) -> DataError | None:
