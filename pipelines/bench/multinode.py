@@ -132,8 +132,8 @@ def main() -> None:
           f"{seconds['one']:.1f} s wall; on {spread_over} nodes: {rate['two']:,.0f} samples/s, "
           f"{seconds['two']:.1f} s wall; two-node / one-node {rate['two'] / rate['one']:.2f}")
     if not killed:
-        print("the node drill never held every rank: no node was killed")
-        return
+        raise SystemExit(f"the node drill never held every rank (is step {args.drill_at} "
+                         "inside the run?): no node was killed")
     gap = f"{resume - killed[0]:.1f} s" if resume else "n/a"
     print(f"node killed at step {args.drill_at}: {seconds['killed']:.1f} s wall against "
           f"{seconds['two']:.1f} s, {seconds['killed'] - seconds['two']:.1f} s lost; kill -> "
