@@ -20,11 +20,17 @@ def ray_local():
     """One local Ray for every integration test (starting it costs ~10 s here)."""
     import ray
 
+    start_local_ray()
+    yield ray
+    ray.shutdown()
+
+
+def start_local_ray():
+    import ray
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 3), include_dashboard=False,
              configure_logging=False)
-    yield ray
-    ray.shutdown()
 
 
 def with_output(cfg, tmp_path):

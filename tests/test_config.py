@@ -120,6 +120,9 @@ def test_base_cycle_is_an_error(tmp_path):
      r"key 'features.tables\[0\].sharding\[0\]': expected one of .*, got 'diagonal'"),
     (["train.dense_schedule={decay: step}"], "key 'train.dense_schedule.decay'"),
     (["train.pipeline=sparse_dist", "loss.weighting=pcgrad"], "pcgrad needs the plain step"),
+    (["train.min_workers=3"], r"train.min_workers: 3 must be in \[1, train.num_workers = 2\]"),
+    (["train.min_workers=0"], r"train.min_workers: 0 must be in"),
+    (["train.placement=scatter"], r"key 'train.placement': expected one of \('pack', 'spread'\)"),
 ])
 def test_bad_model_loss_and_training_keys_fail_before_compute(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -243,6 +243,19 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.fault CONFIG --kill-at 30 --checkpoint-every 20"),
           "heavy", "two Ray jobs on the smoke store", subs=(("CONFIG", "configs/smoke.yaml"),),
           after=(SMOKE_GEN,)),
+    Entry(_exact("python -m pipelines.bench.multinode configs/smoke.yaml --drill-at 90 "
+                 "train.epochs=2"), "heavy", "three Ray jobs on two Ray clusters of real nodes",
+          after=(SMOKE_GEN,)),
+    Entry(_exact("python -m pipelines.bench.multinode configs/demo.yaml --drill-at 250 "
+                 "--checkpoint-every 100"), "heavy",
+          "three Ray jobs on the (small) demo store, the drill moved inside its one epoch",
+          subs=(("--drill-at 250 --checkpoint-every 100", "--drill-at 25 --checkpoint-every 20"),),
+          extra=("data.batch_size=128",), after=(DEMO_GEN,)),
+    Entry(_exact("recmtl train configs/demo.yaml train.ray_address=HEAD_IP:6379 "
+                 "train.num_workers=4 train.placement=spread train.min_workers=2 "
+                 "train.max_failures=3 train.checkpoint_every_steps=200"), "covered",
+          "needs a cluster of hosts; tests/train/test_multinode.py trains the same way on a "
+          "two-node ray.cluster_utils.Cluster"),
     # Census-Income: where the CSV is present.
     Entry(_exact(CENSUS_PREP), "run", census=True),
     Entry(_exact("recmtl train data/census/census.yaml"), "run", extra=CENSUS_TRAIN,

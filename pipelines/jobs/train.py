@@ -54,9 +54,9 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
     mlflow.set_tags(lineage | (tags or {}))
     t0 = time.perf_counter()
     try:
-        stored, _ = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
-                        warm_start=str(source.checkpoint) if source else None,
-                        remap_dir=str(remaps) if remaps else None)
+        stored, fit_metrics = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
+                                  warm_start=str(source.checkpoint) if source else None,
+                                  remap_dir=str(remaps) if remaps else None)
         train_s = time.perf_counter() - t0
         # With train.storage_path on object storage, a local copy is evaluated and exported.
         checkpoint = local_checkpoint(stored, run_dir)
@@ -96,6 +96,8 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
                "model_version": model_version,
                "train_seconds": round(train_s, 1), "epoch_seconds": epoch_seconds(run_dir),
                "data_version": version,
+               # the Ray node of each rank in the last epoch (after a lost node: fewer ranks)
+               "worker_nodes": fit_metrics.get("worker_nodes"),
                "warm_start": str(source.checkpoint) if source else None,
                "parent_run": source.run_id if source else None,
                "parity_max_abs_diff": exported["parity"]["max_abs_diff"]}

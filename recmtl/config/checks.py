@@ -248,6 +248,9 @@ def _check_train(cfg: Config, fail: Fail) -> None:
         fail("train: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
     if train.num_workers < 1 or train.epochs < 1 or cfg.data.batch_size < 1:
         fail("train.num_workers, train.epochs and data.batch_size must be >= 1")
+    if train.min_workers is not None and not 1 <= train.min_workers <= train.num_workers:
+        fail(f"train.min_workers: {train.min_workers} must be in [1, train.num_workers = "
+             f"{train.num_workers}]")
 
 
 def _check_evaluate(ev: EvaluateConfig, fail: Fail) -> None:

@@ -34,6 +34,7 @@ Decay = Literal["constant", "linear", "cosine"]
 Pooling = Literal["sum", "mean"]
 Device = Literal["cpu", "cuda"]
 Pipeline = Literal["none", "sparse_dist"]
+Placement = Literal["pack", "spread"]
 Eviction = Literal["lfu", "lru", "distance_lfu"]
 RowDecayMode = Literal["decoupled", "frequency"]
 CalibrationMethod = Literal["none", "isotonic", "platt", "temperature"]
@@ -335,7 +336,9 @@ class TrainConfig:
     epochs: int = 1
     device: Device = "cpu"  # the same code path; gloo or NCCL is picked from it
     ray_address: str | None = None
-    storage_path: str | None = None  # Ray Train's checkpoints: a URI (s3://b/p); None: the run dir
+    min_workers: int | None = None  # elastic: go on with as few as this after losing workers
+    placement: Placement = "pack"  # spread: one worker per node as far as the nodes go
+    storage_path: str | None = None  # Ray Train's checkpoints, a path all nodes reach or a URI
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     dense_lr: float = 0.01
@@ -356,6 +359,8 @@ class TrainConfig:
     max_failures: int = 0  # Ray restarts the workers from the latest checkpoint this often
     # Fault drill: the last rank SIGKILLs itself once at this global step, to rehearse recovery.
     kill_worker_at_step: int | None = None
+    # Node drill: every rank holds at this global step (once) for a node to be killed outside.
+    node_drill_at_step: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ row from the mean and no row is dropped.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import queue
@@ -123,6 +124,13 @@ class ParquetBatchReader:
             raise DataError(f"{uri}: {self.total_rows} rows cannot feed {world_size} ranks")
         self.num_batches = math.ceil(math.ceil(self.total_rows / world_size) / batch_size)
 
+    def layout(self, rank: int, world_size: int, batch_size: int) -> ParquetBatchReader:
+        """The same data as rank ``rank`` of ``world_size`` would read it (files not relisted)."""
+        other = copy.copy(self)
+        other.rank, other.world_size, other.batch_size = rank, world_size, batch_size
+        other.num_batches = math.ceil(math.ceil(self.total_rows / world_size) / batch_size)
+        return other
+
     def rows_on_rank(self) -> int:
         r, w, n = self.rank, self.world_size, self.total_rows
         return (r + 1) * n // w - r * n // w
@@ -136,34 +144,17 @@ class ParquetBatchReader:
         return _prefetched(batches, self.prefetch) if self.prefetch else batches
 
     def _batches(self, epoch: int, start_batch: int) -> Iterator[Batch]:
+        sizes = split_evenly(self.rows_on_rank(), self.num_batches)
+        return batched(self.rows_of(epoch, sum(sizes[:start_batch])), sizes[start_batch:],
+                       self.schema)
+
+    def rows_of(self, epoch: int, skip_rows: int = 0) -> Iterator[Piece]:
+        """This rank's rows of ``epoch`` in training order, after the first ``skip_rows``."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.row_groups)) if self.shuffle else np.arange(
             len(self.row_groups))
         slices = shard(self.row_groups, self.rank, self.world_size, order)
-        sizes = split_evenly(self.rows_on_rank(), self.num_batches)
-        skip_rows = sum(sizes[:start_batch])
-        pending: deque[Piece] = deque()  # rows decoded but not yet batched, in order
-        available, step = 0, start_batch
-        for piece in self._read(slices, rng, skip_rows):
-            pending.append(piece)
-            available += num_rows(piece[1])
-            while step < len(sizes) and available >= sizes[step]:
-                need, parts = sizes[step], []
-                while need:
-                    cols, rows = pending[0]
-                    if num_rows(rows) <= need:
-                        parts.append(pending.popleft())
-                        need -= num_rows(rows)
-                    else:
-                        head, rest = split_rows(rows, need)
-                        parts.append((cols, head))
-                        pending[0] = (cols, rest)
-                        need = 0
-                yield assemble(parts, self.schema)
-                available -= sizes[step]
-                step += 1
-        if step != len(sizes) or available:
-            raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {available} rows left")
+        return self._read(slices, rng, skip_rows)
 
     def _read(self, slices: list[Slice], rng: np.random.Generator, skip_rows: int = 0
               ) -> Iterator[Piece]:
@@ -212,6 +203,32 @@ class ParquetBatchReader:
                 if skip_rows:
                     rows, skip_rows = split_rows(rows, skip_rows)[1], 0
                 yield cols, rows
+
+
+def batched(pieces: Iterator[Piece], sizes: list[int], schema: FeatureSchema) -> Iterator[Batch]:
+    """``pieces`` cut into batches of ``sizes`` rows, in order; every row is used."""
+    pending: deque[Piece] = deque()  # rows decoded but not yet batched, in order
+    available, step = 0, 0
+    for piece in pieces:
+        pending.append(piece)
+        available += num_rows(piece[1])
+        while step < len(sizes) and available >= sizes[step]:
+            need, parts = sizes[step], []
+            while need:
+                cols, rows = pending[0]
+                if num_rows(rows) <= need:
+                    parts.append(pending.popleft())
+                    need -= num_rows(rows)
+                else:
+                    head, rest = split_rows(rows, need)
+                    parts.append((cols, head))
+                    pending[0] = (cols, rest)
+                    need = 0
+            yield assemble(parts, schema)
+            available -= sizes[step]
+            step += 1
+    if step != len(sizes) or available:
+        raise RuntimeError(f"reader bug: {step}/{len(sizes)} batches, {available} rows left")
 
 
 def _usable_cores() -> int:

@@ -54,15 +54,24 @@ def ensure_ray(num_workers: int, address: str | None = None, quiet: bool = True)
 
 
 def scaling_config(cfg: Config) -> Any:
-    """Ray Train's ``ScalingConfig`` from ``train``: workers, and CPUs (+ GPUs on cuda) each."""
+    """Ray Train's ``ScalingConfig`` from ``train``: workers, and CPUs (+ GPUs on cuda) each,
+    packed onto few nodes or spread over many (``placement``). With ``min_workers`` the group
+    is elastic, ``(min_workers, num_workers)``: after a lost node Ray Train restarts it with
+    the workers the cluster still has room for (a resumed epoch is resharded over them) and
+    grows it back when room returns."""
     from ray.train import ScalingConfig
 
-    use_gpu = cfg.train.device == "cuda"
-    resources = {"CPU": cfg.train.cpus_per_worker}
+    train = cfg.train
+    use_gpu = train.device == "cuda"
+    resources = {"CPU": train.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = cfg.train.gpus_per_worker
-    return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu,
-                         resources_per_worker=resources)
+        resources["GPU"] = train.gpus_per_worker
+    workers: int | tuple[int, int] = train.num_workers
+    if train.min_workers is not None and train.min_workers < train.num_workers:
+        workers = (train.min_workers, train.num_workers)
+    return ScalingConfig(num_workers=workers,  # type: ignore[arg-type]  # v2 takes (min, max)
+                         use_gpu=use_gpu, resources_per_worker=resources,
+                         placement_strategy=train.placement.upper())
 
 
 def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None,

@@ -3,9 +3,11 @@ reported checkpoints, or one shared directory (torchrun, tests). Also the fault 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +17,7 @@ import torch.distributed as dist
 from recmtl.train.checkpoint import PROGRESS, load_progress, load_sharded, save_progress, save_sharded
 
 START = {"epoch": 0, "batch": 0, "global_step": 0}
+METRICS = "metrics.json"  # beside a DirectorySink checkpoint: what Ray Train would be reported
 
 
 class CheckpointSink(Protocol):
@@ -53,6 +56,7 @@ class DirectorySink:
         save_sharded(path, model, optimizer)
         if dist.get_rank() == 0:
             save_progress(path, progress)
+            (path / METRICS).write_text(json.dumps(metrics))
         dist.barrier()
 
     def wait_until_saved(self) -> None:
@@ -106,3 +110,29 @@ def fault_drill(step: int, marker_dir: str | None, sink: CheckpointSink) -> None
     print(f"fault drill: killing rank {dist.get_rank()} (pid {os.getpid()}) at step {step}",
           flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+NODE_DRILL_HOLD_S = 600.0
+
+
+def node_drill(step: int, marker_dir: str | None, sink: CheckpointSink, node: str) -> None:
+    """Holds every rank at ``step``, the first time the run gets there, so that a whole node
+    can be killed from outside (``ray stop`` on it; ``Cluster.remove_node`` in the tests and
+    ``pipelines/bench/multinode.py``) at a known point: each rank writes its node id to
+    ``node-drill-step-<step>/rank-<rank>`` under ``marker_dir`` once the checkpoints before
+    are safe, then waits (at most ``NODE_DRILL_HOLD_S``) until Ray ends its worker group."""
+    if not marker_dir:
+        return
+    marker = Path(marker_dir) / f"node-drill-step-{step}"
+    if (marker / "done").exists():
+        return  # the restarted run goes on
+    marker.mkdir(parents=True, exist_ok=True)
+    sink.wait_until_saved()
+    dist.barrier()  # every rank has seen the marker missing before any rank writes "done"
+    rank = dist.get_rank()
+    (marker / f"rank-{rank}").write_text(node)
+    if rank == 0:
+        (marker / "done").touch()
+    deadline = time.monotonic() + NODE_DRILL_HOLD_S
+    while time.monotonic() < deadline:
+        time.sleep(0.2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ import torch.distributed as dist
 
 from recmtl.config import Config
 from recmtl.data.reader import ParquetBatchReader
+from recmtl.data.reshard import rest_of_epoch, rows_done
 from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
 from recmtl.models.builder import build_model
@@ -32,7 +34,7 @@ from recmtl.train.rec_metrics import build_rec_metrics, computed
 from recmtl.train.row_decay import build_row_decay
 from recmtl.train.schedule import LRSchedule
 from recmtl.train.sharding import shard_model
-from recmtl.train.sinks import START, CheckpointSink, DirectorySink, RaySink, fault_drill
+from recmtl.train.sinks import START, CheckpointSink, DirectorySink, RaySink, fault_drill, node_drill
 from recmtl.train.validation import reduced_summary, validation_auc
 from recmtl.train.warm_start import read_remaps, warm_start
 
@@ -41,6 +43,18 @@ def worker_device(cfg: Config) -> torch.device:
     if cfg.train.device == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def node_id() -> str:
+    """The Ray node this worker runs on (its host name outside Ray)."""
+    import sys
+
+    if "ray" in sys.modules:  # never imported by torchrun or single-process runs
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    return socket.gethostname()
 
 
 def train_readers(cfg: Config, rank: int, world: int) -> tuple[ParquetBatchReader, ParquetBatchReader]:
@@ -108,6 +122,7 @@ class WorkerRun:
              (cfg.train.dense_schedule, list(self.dense_opt.param_groups))],
             total_steps=cfg.train.epochs * self.steps_per_epoch)
         self.progress_at = self.sink.restore(self.model, self.optimizer)
+        self.resharded_epoch: int | None = None  # the epoch resumed on a changed world size
         if self.progress_at == START and job.warm_start:  # a restart resumes, never re-warms
             carried = warm_start(self.model, self.optimizer, job.warm_start,
                                  read_remaps(job.remap_dir))
@@ -129,17 +144,42 @@ class WorkerRun:
         """Trains the rest of ``epoch`` (all of it unless resuming), validates, checkpoints."""
         first = self.progress_at["batch"] if epoch == self.progress_at["epoch"] else 0
         base = self.global_step
-        self.progress.epoch_start(epoch, self.steps_per_epoch, first, base)
+        batches, steps = self._rest_of_epoch(epoch, first)
+        self.progress.epoch_start(epoch, first + steps, first, base)
         hooks = EpochHooks(log_every=self.cfg.train.log_every, on_log=self._on_log,
                            after_step=lambda done: self._after_step(epoch, first, base + done),
                            rec_metrics=self.rec_metrics,
                            before_step=self._before_step if self.step_hooks else None)
-        stats = run_epoch(self.model, self.optimizer, self.train_reader.epoch(epoch, first),
-                          self.plan, self.steps_per_epoch - first, hooks)
+        stats = run_epoch(self.model, self.optimizer, batches, self.plan, steps, hooks)
         self.global_step += stats.steps
         metrics = self._validate(epoch, first, stats)
         self.sink.save(f"epoch-{epoch:04d}", self.model, self.optimizer,
-                       {"epoch": epoch + 1, "batch": 0, "global_step": self.global_step}, metrics)
+                       {"epoch": epoch + 1, "batch": 0, "global_step": self.global_step,
+                        "world": self.world}, metrics)
+
+    def _rest_of_epoch(self, epoch: int, first: int) -> tuple[Any, int]:
+        """This rank's batches of ``epoch`` from batch ``first`` on and their number. A
+        checkpoint taken mid-epoch on another world size (a lost node, an elastic resize)
+        is finished by these ranks with the rows its ranks had left (``data/reshard.py``);
+        that epoch then writes no more mid-epoch checkpoints, so a second failure in it
+        resumes from the same checkpoint, whose position holds for any world size."""
+        old_world = self.progress_at.get("world", self.world)
+        if first == 0 or old_world == self.world:
+            return self.train_reader.epoch(epoch, first), self.steps_per_epoch - first
+        self.resharded_epoch = epoch
+        batches, steps, _ = rest_of_epoch(self.train_reader, epoch, old_world,
+                                          -(-self.cfg.data.batch_size // old_world), first)
+        if self.cfg.train.max_steps_per_epoch:
+            steps = min(steps, max(1, self.steps_per_epoch - first))
+        return batches, steps
+
+    def _rows_before(self, epoch: int, first: int) -> int:
+        """Rows of ``epoch`` trained before the checkpoint this run resumed from."""
+        if first == 0 or epoch != self.progress_at["epoch"]:
+            return 0
+        old_world = self.progress_at.get("world", self.world)
+        return sum(rows_done(self.train_reader, old_world,
+                             -(-self.cfg.data.batch_size // old_world), first))
 
     def _on_log(self, step: int, losses: list[float], rows: int) -> None:
         tracked = computed(self.rec_metrics)  # collective: every rank computes at this step
@@ -160,12 +200,15 @@ class WorkerRun:
         self.schedule.set_step(step)
         batch = first + step - self.global_step  # batches of this epoch done
         if (train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0
-                and batch < self.steps_per_epoch):
+                and batch < self.steps_per_epoch and epoch != self.resharded_epoch):
             self.sink.save(f"epoch-{epoch:04d}-step-{step:08d}", self.model, self.optimizer,
-                           {"epoch": epoch, "batch": batch, "global_step": step},
-                           {"epoch": epoch, "step": step})
+                           {"epoch": epoch, "batch": batch, "global_step": step,
+                            "world": self.world}, {"epoch": epoch, "step": step})
+        marker_dir = self.job.run_dir or self.job.checkpoint_root
         if train.kill_worker_at_step == step and self.rank == self.world - 1:
-            fault_drill(step, self.job.run_dir or self.job.checkpoint_root, self.sink)
+            fault_drill(step, marker_dir, self.sink)
+        if train.node_drill_at_step == step:
+            node_drill(step, marker_dir, self.sink, node_id())
 
     def _validate(self, epoch: int, first: int, stats: EpochStats) -> dict[str, Any]:
         """Rows trained (checked against the split), validation AUC and expert health, logged
@@ -175,9 +218,12 @@ class WorkerRun:
         dist.all_reduce(counts)
         rows_trained, steady_rows = counts.tolist()
         total = self.train_reader.total_rows
-        if not self.cfg.train.max_steps_per_epoch and first == 0 and rows_trained != total:
-            raise RuntimeError(f"epoch {epoch}: trained {rows_trained} rows of the {total} "
-                               "in the train split")
+        before = self._rows_before(epoch, first)
+        if not self.cfg.train.max_steps_per_epoch and before + rows_trained != total:
+            raise RuntimeError(f"epoch {epoch}: trained {rows_trained} rows after {before} "
+                               f"before the resume, of the {total} in the train split")
+        nodes: list[str | None] = [None] * self.world
+        dist.all_gather_object(nodes, node_id())
         ranker: Any = self.model.module
         probe = ExpertProbe(ranker.dense_ranker.backbone)
         with probe:
@@ -190,4 +236,6 @@ class WorkerRun:
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         self.progress.epoch_end(epoch, metrics, diagnostics, flat_metrics(diagnostics),
                                 self.global_step)
-        return metrics
+        # Not an MLflow metric: where each rank ran, in the run's summary.json.
+        return metrics | {"rows_before_resume": before, "world": self.world,
+                          "worker_nodes": nodes}

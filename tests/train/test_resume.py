@@ -29,14 +29,15 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_p
         names = sorted(p.name for p in root.iterdir())
         assert names == ["epoch-0000", "epoch-0000-step-00000005", "epoch-0000-step-00000010"]
         assert load_progress(root / "epoch-0000-step-00000005") == {
-            "epoch": 0, "batch": 5, "global_step": 5}
+            "epoch": 0, "batch": 5, "global_step": 5, "world": 1}
         shutil.move(root / "epoch-0000", tmp_path / "uninterrupted")
         shutil.rmtree(root / "epoch-0000-step-00000010")
         # Same root: the worker finds step 5, restores shards and optimizers, trains 6..12.
         run_worker(WorkerJob(cfg, checkpoint_root=str(root)))
     finally:
         dist.destroy_process_group()
-    assert load_progress(root / "epoch-0000") == {"epoch": 1, "batch": 0, "global_step": 12}
+    assert load_progress(root / "epoch-0000") == {"epoch": 1, "batch": 0, "global_step": 12,
+                                                       "world": 1}
     resumed = dict(load_unsharded(cfg, root / "epoch-0000").named_parameters())
     straight = dict(load_unsharded(cfg, tmp_path / "uninterrupted").named_parameters())
     fresh = dict(load_unsharded(cfg, root / "epoch-0000-step-00000005").named_parameters())
@@ -60,7 +61,8 @@ def test_a_killed_worker_costs_a_checkpoint_window_not_the_run(smoke_cfg, ray_lo
 
     assert (tmp_path / "b" / "fault-drill-step-30").exists()  # the kill really happened
     steps = train_readers(cfg, 0, 2)[0].num_batches
-    assert load_progress(checkpoint) == {"epoch": 1, "batch": 0, "global_step": steps}
+    assert load_progress(checkpoint) == {"epoch": 1, "batch": 0, "global_step": steps,
+                                         "world": 2}
     # The restarted attempt trained from the step-20 checkpoint on: every row after it once.
     total = sum(train_readers(cfg, r, 2)[0].rows_on_rank() for r in range(2))
     before = sum(sum(split_evenly(train_readers(cfg, r, 2)[0].rows_on_rank(), steps)[:20])

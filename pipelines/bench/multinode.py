@@ -1,0 +1,146 @@
+"""Two Ray nodes against one, and what losing a node costs, on this machine.
+
+Ray's own ``ray.cluster_utils.Cluster`` starts real separate nodes here (a raylet and an
+object store each). The same job, with the same total workers, runs:
+
+1. on one node holding every worker (``train.placement: pack``);
+2. on as many nodes as workers, one worker each (``train.placement: spread``);
+3. again on those nodes, holding every rank at the node drill (``train.node_drill_at_step``)
+   and killing the last node (its raylet and workers SIGKILLed, as a crashed host) while
+   they hold; the elastic group (``train.min_workers: 1``) resumes from the last checkpoint on
+   the workers left, which finish the epoch with the rows the lost ones had left.
+
+Prints samples/s of the last epoch and wall time of each, the two-node / one-node ratio, the
+time the killed node cost (run 3 minus run 2) and the gap between the kill and the first step
+of the resumed run.
+
+    recmtl generate configs/smoke.yaml
+    python -m pipelines.bench.multinode configs/smoke.yaml --drill-at 90 train.epochs=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from recmtl.config import Config, load_config
+from recmtl.logs import quiet_third_party
+from recmtl.train.launch import absolute_data_root, fit
+
+# A dead raylet is declared dead after ~2 s instead of ~15 s (Ray's default, 5 x 3 s): until
+# then the elastic group counts the lost node's CPUs and waits for it (60 s, then retries).
+FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_failure_threshold": 2}
+
+
+def start_cluster(cpus_per_node: list[int]) -> tuple[Any, list[Any]]:
+    """A head node and one more node per further entry, with that many CPUs each; every node
+    also has a custom resource ``node_<i>``. Returns the cluster and its nodes, head first."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": cpus_per_node[0], "resources": {"node_0": 1}, "include_dashboard": False,
+        "_system_config": FAST_NODE_DEATH})
+    nodes = [cluster.head_node] + [cluster.add_node(num_cpus=n, resources={f"node_{i}": 1})
+                                   for i, n in enumerate(cpus_per_node[1:], start=1)]
+    cluster.wait_for_nodes()
+    return cluster, nodes
+
+
+def kill_node_at_drill(cluster: Any, node: Any, marker: Path, ranks: int,
+                       killed: list[float], timeout_s: float = 600) -> None:
+    """Kills ``node`` (no graceful shutdown) once all ``ranks`` hold at the node drill, i.e.
+    have written their ``rank-*`` files under ``marker``; appends the time of the kill."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(list(marker.glob("rank-*"))) == ranks:
+            killed.append(time.time())
+            cluster.remove_node(node, allow_graceful=False)
+            return
+        time.sleep(0.1)
+
+
+def timed_fit(cfg: Config, run_dir: Path) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    _, metrics = fit(cfg, run_dir, None, None)
+    return time.perf_counter() - t0, metrics
+
+
+def resumed_at(run_dir: Path) -> float | None:
+    """Wall clock of the first step event after the resume (rank 0's progress events)."""
+    seen_resume = False
+    for line in (run_dir / "progress.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        seen_resume = seen_resume or event.get("event") == "resumed"
+        if seen_resume and event.get("event") == "epoch_start":
+            return float(event["t"])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--drill-at", type=int, default=90,
+                        help="global step at which a node is killed (after a checkpoint)")
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args()
+    quiet_third_party()
+    import ray
+
+    cfg = absolute_data_root(load_config(args.config, args.overrides))
+    workers = cfg.train.num_workers
+    cpus = int(cfg.train.cpus_per_worker)
+    base = cfg.derive({"train.checkpoint_every_steps": args.checkpoint_every})
+    seconds, metrics = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster, _ = start_cluster([workers * cpus])
+        try:
+            one = base.derive({"train.ray_address": cluster.address, "train.placement": "pack"})
+            seconds["one"], metrics["one"] = timed_fit(one, Path(tmp) / "one")
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        cluster, nodes = start_cluster([cpus] * workers)
+        try:
+            spread = base.derive({"train.ray_address": cluster.address,
+                                  "train.placement": "spread", "train.min_workers": 1,
+                                  "train.max_failures": 1})
+            seconds["two"], metrics["two"] = timed_fit(spread, Path(tmp) / "two")
+            drill_dir = Path(tmp) / "killed"
+            killed: list[float] = []
+            killer = threading.Thread(target=kill_node_at_drill, daemon=True, args=(
+                cluster, nodes[-1], drill_dir / f"node-drill-step-{args.drill_at}", workers,
+                killed))
+            killer.start()
+            seconds["killed"], metrics["killed"] = timed_fit(
+                spread.derive({"train.node_drill_at_step": args.drill_at}), drill_dir)
+            resume = resumed_at(drill_dir)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    rate = {k: m["train/epoch_samples_per_s"] for k, m in metrics.items()}
+    spread_over = len(set(metrics["two"]["worker_nodes"]))
+    print(f"{workers} workers on 1 node: {rate['one']:,.0f} samples/s (last epoch), "
+          f"{seconds['one']:.1f} s wall; on {spread_over} nodes: {rate['two']:,.0f} samples/s, "
+          f"{seconds['two']:.1f} s wall; two-node / one-node {rate['two'] / rate['one']:.2f}")
+    if not killed:
+        raise SystemExit(f"the node drill never held every rank (is step {args.drill_at} "
+                         "inside the run?): no node was killed")
+    gap = f"{resume - killed[0]:.1f} s" if resume else "n/a"
+    print(f"node killed at step {args.drill_at}: {seconds['killed']:.1f} s wall against "
+          f"{seconds['two']:.1f} s, {seconds['killed'] - seconds['two']:.1f} s lost; kill -> "
+          f"resumed epoch running {gap}; finished on {metrics['killed']['world']} worker(s), "
+          f"rows before the resume {metrics['killed']['rows_before_resume']:,} + after "
+          f"{metrics['killed']['rows_trained']:,} = {metrics['killed']['rows_in_split']:,}")
+
+
+if __name__ == "__main__":
+    main()
