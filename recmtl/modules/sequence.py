@@ -129,14 +129,31 @@ class TargetAttention(nn.Module):
     def forward(self, query: torch.Tensor, keys: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = length_mask(lengths, keys.shape[1])  # [B, L]
         keys = keys.masked_fill(~mask.unsqueeze(-1), 0.0)
-        q = query.unsqueeze(1).expand_as(keys)
-        unit_in = torch.cat([q, keys, q - keys, q * keys], dim=-1)  # [B, L, 4D]
-        scores = self.score(self.hidden(unit_in)).squeeze(-1)  # [B, L]
+        scores = self.scores(query, keys)  # [B, L]
         if self.normalize:
             weights = masked_softmax(scores, mask)
         else:
             weights = scores.masked_fill(~mask, 0.0)
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+
+    def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``a [B, L]``: the unit on ``[q, k, q - k, q * k]`` without building that
+        ``[B, L, 4D]`` input. The first layer ``W = [W_q | W_k | W_d | W_p]`` is linear, so
+        ``W [q, k, q - k, q * k] = (W_q + W_d) q + [W_k - W_d | W_p] [k, q * k]``: the query's
+        part is computed once per row, and each slot costs a ``2D -> H`` product instead of a
+        ``4D -> H`` one (about half the unit's work at DIN's sizes, forward and backward)."""
+        layers = list(self.hidden.layers)
+        first = layers[0] if layers else self.score
+        w_q, w_k, w_d, w_p = first.weight.split(query.shape[-1], dim=1)
+        per_row = query @ (w_q + w_d).T + first.bias  # [B, H]
+        per_slot = torch.cat([keys, query.unsqueeze(1) * keys], dim=-1) @ torch.cat(
+            [w_k - w_d, w_p], dim=1).T  # [B, L, H]
+        h = per_slot + per_row.unsqueeze(1)
+        if not layers:
+            return h.squeeze(-1)
+        for layer in layers[1:]:
+            h = layer(h)
+        return self.score(h).squeeze(-1)
 
 
 class SelfAttentionBlock(nn.Module):

@@ -69,10 +69,13 @@ def _batch(lengths: list[int], length: int, seed: int = 0) -> tuple[torch.Tensor
     return query, keys, torch.tensor(lengths, dtype=torch.int64)
 
 
+@pytest.mark.parametrize("hidden", [[6, 3], []])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_target_attention_matches_a_per_row_float64_reference(normalize):
+def test_target_attention_matches_a_per_row_float64_reference(normalize, hidden):
+    """The reference builds ``[q, k, q - k, q * k]`` per slot, as DIN's unit reads it (the
+    module splits its first layer instead, with a linear score when ``hidden`` is empty)."""
     torch.manual_seed(0)
-    unit = TargetAttention(embedding_dim=D, hidden_dims=[6, 3], normalize=normalize).double()
+    unit = TargetAttention(embedding_dim=D, hidden_dims=hidden, normalize=normalize).double()
     query, keys, lengths = _batch([0, 5, 2, 1, 5, 3], length=5)
     out = _f64(unit(query, keys, lengths))
     for b, n in enumerate(lengths.tolist()):
