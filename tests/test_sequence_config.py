@@ -65,10 +65,11 @@ def test_dtrn_and_infnet_take_din_sequences_without_the_dot_interaction(din):
     with pytest.raises(ConfigError, match="model.interaction: dot is not for infnet"):
         din.derive({"model.arch": "infnet"})
     infnet = load_config("configs/sequences/infnet.yaml")  # each history: 50 slots of 8 + 1
-    assert pooled_width(infnet) == 6 * 8 + 2 * 50 * 9
+    # 7 pooled blocks of 8 (the age-bucket side list is one), 2 histories of 50 slots of 8 + 1
+    assert pooled_width(infnet) == 7 * 8 + 2 * 50 * 9
     dtrn = load_config("configs/sequences/dtrn.yaml")
-    # 6 pooled blocks of 8, and each of the 2 histories one interest of 8 per base task (ctr, cvr)
-    assert pooled_width(dtrn) == 6 * 8 + 2 * (2 * 8)
+    # 7 pooled blocks of 8, and each of the 2 histories one interest of 8 per base task (ctr, cvr)
+    assert pooled_width(dtrn) == 7 * 8 + 2 * (2 * 8)
 
 
 def test_sequence_tables_need_one_dim_and_no_row_decay(din):
