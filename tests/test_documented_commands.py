@@ -169,6 +169,11 @@ TABLE: list[Entry] = [
     Entry(_exact("recmtl train configs/sequences/din.yaml"), "heavy",
           "trains and evaluates; export is skipped (not built for sequences)", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/din.yaml",)),
+    Entry(_exact("python -m pipelines.bench.sequence_cost configs/sequences/din.yaml "
+                 "synthetic.train_rows=20000 --steps 30 --encoders din,bst"), "heavy",
+          "seven single-process trainings on three generated stores",
+          extra=("synthetic.valid_rows=2000", "synthetic.test_rows=2000", "--steps", "3",
+                 "--lengths", "5,10")),
     Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml"), "heavy",
           "four Ray trainings: no history, pooled, DIN, BST", extra=SMALL_TRAIN,
           after=("recmtl generate configs/sequences/din.yaml",)),
