@@ -32,6 +32,18 @@ def two_nodes():
 
 
 @pytest.mark.ray
+def test_two_nodes_train_one_worker_each(smoke_cfg, two_nodes, tmp_path):
+    """In CI (the node-loss test below is heavy): spread placement puts the two workers on the
+    two nodes, and a short run finishes with both node ids recorded."""
+    cluster, second = two_nodes
+    cfg = smoke_cfg.derive({"train.ray_address": cluster.address, "train.placement": "spread",
+                            "train.max_steps_per_epoch": 4, "train.epochs": 1})
+    _, metrics = fit(cfg, tmp_path / "run", None, None)
+    assert metrics["world"] == 2
+    assert sorted(metrics["worker_nodes"]) == sorted([cluster.head_node.node_id, second.node_id])
+
+
+@pytest.mark.ray
 @pytest.mark.heavy  # 2.5-4 min here: two Ray starts of the workers, a cluster
 def test_two_nodes_then_a_lost_node_resumes_on_the_rest_with_every_row(smoke_cfg, two_nodes,
                                                                        tmp_path):
