@@ -48,8 +48,8 @@ ARCHS: dict[str, list[str]] = {
     "sparse_moe": ["model.arch=sparse_moe", f"model.num_experts={SPARSE_E}",
                    f"model.moe_top_k={SPARSE_K}"],
     "multitab": ["model.arch=multitab", "model.interaction=none"],
-    "dtrn": ["model.arch=dtrn"],
-    "infnet": ["model.arch=infnet"],
+    "dtrn": ["model.arch=dtrn", "model.interaction=none"],
+    "infnet": ["model.arch=infnet", "model.interaction=none"],
     "mmoe_rmtl": ["loss.weighting=rmtl"],
 }
 DEFAULT_ARCHS = ["mmoe", "sparse_moe", "multitab",
