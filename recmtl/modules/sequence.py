@@ -144,6 +144,7 @@ class TargetAttention(nn.Module):
         ``4D -> H`` one (about half the unit's work at DIN's sizes, forward and backward)."""
         layers = list(self.hidden.layers)
         first = layers[0] if layers else self.score
+        assert isinstance(first, nn.Linear)
         w_q, w_k, w_d, w_p = first.weight.split(query.shape[-1], dim=1)
         per_row = query @ (w_q + w_d).T + first.bias  # [B, H]
         per_slot = torch.cat([keys, query.unsqueeze(1) * keys], dim=-1) @ torch.cat(
