@@ -20,6 +20,7 @@ churn and drift (``synthetic_days.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,19 +225,29 @@ def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
     for split_index, (split, rows) in enumerate(
         zip(SPLITS, (syn.train_rows, syn.valid_rows, syn.test_rows), strict=True)
     ):
-        out = root / split
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("part-*.parquet"):
-            old.unlink()
         rng = np.random.default_rng([cfg.seed, 1, split_index])
-        for part, start in enumerate(range(0, rows, syn.rows_per_file)):
-            n = min(syn.rows_per_file, rows - start)
-            table = sample_impressions(world, n, rng, first_id, syn.extra_sparse, syn.extra_dense)
-            pq.write_table(table, out / f"part-{part:05d}.parquet",
-                           row_group_size=syn.row_group_size)
-            first_id += n
+        for _ in write_split(root / split, rows, syn.rows_per_file, syn.row_group_size, first_id,
+                             rng, lambda n, rng, first: sample_impressions(
+                                 world, n, rng, first, syn.extra_sparse, syn.extra_dense)):
+            pass
+        first_id += rows
         counts[split] = rows
     return counts
+
+
+def write_split(out: Path, rows: int, rows_per_file: int, row_group_size: int, first_id: int,
+                rng: np.random.Generator,
+                sample: Callable[[int, np.random.Generator, int], pa.Table]) -> Iterator[pa.Table]:
+    """Replaces ``out/part-*.parquet`` with ``rows`` rows, ``rows_per_file`` per file, each file
+    ``sample(n, rng, first_id_of_its_rows)``; yields every table once written (the generators of
+    the other store kinds summarise them). Consume it whole: files are written as it runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("part-*.parquet"):
+        old.unlink()
+    for part, start in enumerate(range(0, rows, rows_per_file)):
+        table = sample(min(rows_per_file, rows - start), rng, first_id + start)
+        pq.write_table(table, out / f"part-{part:05d}.parquet", row_group_size=row_group_size)
+        yield table
 
 
 def run(cfg: Config) -> None:

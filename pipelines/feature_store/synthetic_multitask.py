@@ -33,13 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipelines.feature_store.synthetic import SPLITS, write_split
 from pipelines.feature_store.synthetic_sequences import rank_auc
 from recmtl.config import Config, SyntheticConfig
 from recmtl.config.multitask import MultitaskConfig
-
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -138,19 +136,11 @@ def write_multitask_store(cfg: Config, root: str | Path | None = None) -> dict[s
     for split_index, (split, rows) in enumerate(
         zip(SPLITS, (syn.train_rows, syn.valid_rows, syn.test_rows), strict=True)
     ):
-        out = root / split
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("part-*.parquet"):
-            old.unlink()
         rng = np.random.default_rng([cfg.seed, 1, split_index])
-        tables = []
-        for part, start in enumerate(range(0, rows, syn.rows_per_file)):
-            n = min(syn.rows_per_file, rows - start)
-            table = sample_rows(world, syn.multitask.num_dense, n, rng, first_id)
-            pq.write_table(table, out / f"part-{part:05d}.parquet",
-                           row_group_size=syn.row_group_size)
-            tables.append(table)
-            first_id += n
+        tables = list(write_split(root / split, rows, syn.rows_per_file, syn.row_group_size,
+                                  first_id, rng, lambda n, rng, first: sample_rows(
+                                      world, syn.multitask.num_dense, n, rng, first)))
+        first_id += rows
         summary[split] = _split_summary(pa.concat_tables(tables), syn.multitask.num_tasks,
                                         rows)
     return summary

@@ -59,7 +59,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.feature_store.synthetic import (
     NUM_DEVICES,
@@ -67,6 +66,7 @@ from pipelines.feature_store.synthetic import (
     SPLITS,
     World,
     make_world,
+    write_split,
 )
 from recmtl.config import Config, SyntheticConfig
 
@@ -375,21 +375,14 @@ def write_sequence_store(out_dir: Path, cfg: SequenceWorldConfig,
     for index, (split, rows) in enumerate(
         zip(SPLITS, (cfg.train_rows, cfg.valid_rows, cfg.test_rows), strict=True)
     ):
-        out = Path(out_dir) / split
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("part-*.parquet"):
-            old.unlink()
         rng = np.random.default_rng([seed, 21, index])
-        tables = []
-        for part, start in enumerate(range(0, rows, cfg.rows_per_file)):
-            n = min(cfg.rows_per_file, rows - start)
-            table = sample_rows(sw, cfg, n, rng, first_id)
-            pq.write_table(table, out / f"part-{part:05d}.parquet",
-                           row_group_size=cfg.row_group_size)
-            tables.append(table.select(["click", "conversion", "p_click",
-                                        "p_conversion_given_click", "p_conversion",
-                                        "hist_items"]))
-            first_id += n
+        tables = [t.select(["click", "conversion", "p_click", "p_conversion_given_click",
+                            "p_conversion", "hist_items"])
+                  for t in write_split(Path(out_dir) / split, rows, cfg.rows_per_file,
+                                       cfg.row_group_size, first_id, rng,
+                                       lambda n, rng, first: sample_rows(sw, cfg, n, rng,
+                                                                         first))]
+        first_id += rows
         summary[split] = _split_summary(pa.concat_tables(tables)) if tables else {"rows": 0}
     summary["seconds"] = time.perf_counter() - t0
     return summary
