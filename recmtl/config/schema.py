@@ -20,6 +20,7 @@ from recmtl.config.synthetic import SyntheticConfig
 Architecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sparse_moe",
                        "multitab", "dtrn", "infnet"]
 Gate = Literal["softmax", "dselect_k"]
+MoeRouting = Literal["sample", "task"]
 Transfer = Literal["none", "aitm"]
 TaskKind = Literal["binary", "regression"]
 Escm2 = Literal["none", "ips", "dr"]
@@ -177,13 +178,16 @@ class ModelConfig:
     Hazimeh et al. 2021) for every gate of mmoe, ple, home and adatt. ``transfer``: aitm passes
     information from each base task's tower to the next one's (Xi et al. KDD 2021), in task order.
 
-    sparse_moe: ``num_experts`` shared ReLU experts of ``expert_layers``; each task sends each
-    sample to its ``moe_top_k`` best experts (a softmax over the k router logits, only those
-    experts run). ``moe_capacity_factor`` c: at most ``ceil(c * k * T * B / E)`` assignments per
-    expert and batch, first choices first, the rest dropped (null: no limit; it applies when
-    serving too, so a row's score then depends on its batch). ``moe_shared_router``: one
-    router over the input and a learned task embedding instead of one per task. The
-    load-balancing loss (1 when uniform) enters the training loss times ``moe_balance_weight``.
+    sparse_moe: ``num_experts`` shared ReLU experts of ``expert_layers``; each task mixes its
+    router's ``moe_top_k`` best experts by a softmax over their logits, and only chosen experts
+    run. ``moe_routing``: task (each task its own top-k: k to k T experts per sample) or sample
+    (one top-k per sample by the tasks' mean router probability: k experts per sample).
+    ``moe_capacity_factor`` c: at most ``ceil(c * k * B / E)`` assignments per expert and batch
+    (times T in task routing), first choices first, the rest dropped (null: no limit; it
+    applies when serving too, so a row's score then depends on its batch).
+    ``moe_shared_router``: one router over the input and a learned task embedding instead of
+    one per task. The load-balancing loss (1 when uniform) enters the training loss times
+    ``moe_balance_weight``.
 
     multitab: a transformer over feature tokens, ``multitab_dim`` wide: one per pooled sparse
     feature (its own linear map), one for the interaction's pair products (dot), one per dense
@@ -210,6 +214,7 @@ class ModelConfig:
     adatt_residual: bool = True
     transfer: Transfer = "none"
     moe_top_k: int = 2
+    moe_routing: MoeRouting = "task"
     moe_capacity_factor: float | None = None
     moe_balance_weight: float = 0.01
     moe_shared_router: bool = False

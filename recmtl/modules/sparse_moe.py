@@ -1,10 +1,20 @@
-"""Task-aware sparse Mixture-of-Experts: each task routes each sample to its top-k experts.
+"""Task-aware sparse Mixture-of-Experts: each sample runs through k of the E experts only.
 
 Like MMoE, ``[B, in] -> [T, B, D]`` over E shared experts, but task t's weights over the experts
-are a top-k softmax: the router's k largest logits for (t, b) are renormalised with a softmax
-over those k alone, every other expert gets exactly zero and is never evaluated for that pair.
+are a top-k softmax: its router's logits at the k chosen experts are renormalised with a
+softmax over those k alone, every other expert gets exactly zero and is never evaluated.
 
-Routing (two readings of "a router conditioned on the input and a task embedding"):
+Which k (``routing``, two readings of "top-k routing conditioned on the task and the input"):
+
+- ``"task"`` (default): each task picks its own top-k by its own logits (one (task, sample)
+  pair, k experts). Tasks may pick different experts, so a sample costs between k and
+  ``min(k T, E)`` expert evaluations.
+- ``"sample"``: one choice per sample, shared by the tasks: the k experts with the largest
+  mean over tasks of the task routers' softmax probabilities. Each task then weighs those k by
+  its own logits. A sample costs exactly k expert evaluations, whatever the number of tasks;
+  the tasks can no longer keep apart in the experts they use.
+
+Routers (two readings of "a router conditioned on the input and a task embedding"):
 
 - ``shared_router=False`` (default): one linear router per task, ``logits_t = W_t x + b_t``
   (the task embedding is implicit in ``W_t, b_t``); the same parameters as ``SoftmaxGate``.
@@ -18,18 +28,19 @@ rows go through e (k rows per (task, sample), not E), and the weighted outputs a
 into ``[T, B, D]``. With ``deduplicate=True`` a sample that several tasks send to the same
 expert runs through it once and the output is shared (same result, fewer rows).
 
-Capacity: with ``capacity_factor=c`` expert e accepts at most ``ceil(c * k * T * B / E)``
-assignments. Priority goes to first choices: all slot-1 assignments (in task, then sample order)
+Capacity: with ``capacity_factor=c`` expert e accepts at most ``ceil(c * k * B / E)``
+assignments (``ceil(c * k * T * B / E)`` in task routing, where an assignment is a (task, sample)
+pair). Priority goes to first choices: all slot-1 assignments (in task, then sample order)
 before any slot-2 assignment, as in GShard. An assignment over capacity is dropped: its expert
 is not evaluated for it and its weight counts as zero; the kept weights are **not**
 renormalised, so a (task, sample) that loses every assignment outputs zeros. Capacity counts
 routing assignments, before deduplication, so ``deduplicate`` never changes the output.
 
-Load balance (Switch Transformer / GShard): per task ``E * sum_e f_e P_e``, with ``f_e`` the
-fraction of the task's ``k * B`` top-k selections (before capacity) that go to e and ``P_e`` the
-batch mean of the full softmax router probability of e; averaged over tasks and left on
-``self.aux_loss`` after each forward (1.0 when perfectly uniform). Add ``alpha * aux_loss`` to
-the training loss.
+Load balance (Switch Transformer / GShard): ``E * sum_e f_e P_e``, with ``f_e`` the fraction of
+the ``k * B`` top-k selections (before capacity) that go to e and ``P_e`` the batch mean of the
+selection score of e (the full softmax router probability; in sample routing its mean over
+tasks); in task routing one per task, averaged. Left on ``self.aux_loss`` after each forward
+(1.0 when perfectly uniform). Add ``alpha * aux_loss`` to the training loss.
 
 ``torch.export``: index dispatch has data-dependent shapes, so while exporting (or with
 ``sparse_dispatch=False``) every expert runs on every sample and the same top-k weights, drops
@@ -38,11 +49,15 @@ included, mix them: identical outputs, dense compute.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from recmtl.modules.gates import mix_experts
 from recmtl.modules.mlp import BatchedExperts
+
+Routing = Literal["sample", "task"]
 
 
 class TaskSparseMoE(nn.Module):
@@ -54,18 +69,21 @@ class TaskSparseMoE(nn.Module):
             per-expert weights on the routed rows; dense evaluation calls it as it is.
         in_features: the input width (the router's too).
         num_tasks: T.
-        k: experts per (task, sample), ``1 <= k <= E``.
-        capacity_factor: c; at most ``ceil(c * k * T * B / E)`` assignments per expert
-            (None: no limit).
+        k: experts per sample (``routing="sample"``) or per (task, sample), ``1 <= k <= E``.
+        routing: ``"task"`` (one top-k per task and sample) or ``"sample"`` (one per sample).
+        capacity_factor: c; at most ``ceil(c * k * B / E)`` assignments per expert, times T in
+            task routing (None: no limit).
         shared_router: one router over ``concat(x, task embedding)`` instead of one per task.
         task_embedding_dim: width of the task embedding (``shared_router`` only).
         deduplicate: run a sample through an expert once however many tasks chose it.
         sparse_dispatch: False evaluates every expert densely (always so under export).
 
     After a forward: ``aux_loss`` (scalar, load-balancing loss with gradient),
-    ``last_utilisation`` ``[T, E]`` (fraction of task t's selections that went to e, rows sum
-    to 1), ``last_drop_fraction`` ``[T]`` (fraction of task t's assignments over capacity) and
-    ``last_expert_rows`` ``[E]`` (rows each expert processed). Not set while exporting.
+    ``last_utilisation`` ``[T, E]`` (the share of task t's top-k selections that went to e,
+    before capacity; rows sum to 1; in sample routing the tasks share the selections, so every
+    row is the same: how much each task leans on e is its gate mass), ``last_drop_fraction``
+    ``[T]`` (fraction of task t's assignments over capacity) and ``last_expert_rows`` ``[E]``
+    (rows each expert processed). Not set while exporting.
 
     Example:
         >>> experts = BatchedExperts(in_features=8, layer_sizes=[16, 4], num_experts=6)
@@ -80,7 +98,8 @@ class TaskSparseMoE(nn.Module):
     last_expert_rows: torch.Tensor | None
 
     def __init__(self, *, experts: BatchedExperts, in_features: int, num_tasks: int, k: int,
-                 capacity_factor: float | None = None, shared_router: bool = False,
+                 routing: Routing = "task", capacity_factor: float | None = None,
+                 shared_router: bool = False,
                  task_embedding_dim: int = 16, deduplicate: bool = True,
                  sparse_dispatch: bool = True) -> None:
         super().__init__()
@@ -92,10 +111,13 @@ class TaskSparseMoE(nn.Module):
                              f"in_features is {in_features}")
         if not 1 <= k <= num_experts:
             raise ValueError(f"k must be in [1, {num_experts}], got {k}")
+        if routing not in ("sample", "task"):
+            raise ValueError(f"routing must be 'sample' or 'task', got {routing!r}")
         if capacity_factor is not None and capacity_factor <= 0:
             raise ValueError(f"capacity_factor must be positive, got {capacity_factor}")
         self.experts = experts
         self.num_tasks, self.num_experts, self.k = num_tasks, num_experts, k
+        self.routing = routing
         self.capacity_factor = capacity_factor
         self.shared_router = shared_router
         self.deduplicate = deduplicate
@@ -120,14 +142,16 @@ class TaskSparseMoE(nn.Module):
         return self.router(x).view(x.shape[0], self.num_tasks, self.num_experts).transpose(0, 1)
 
     def capacity(self, batch_size: int) -> float | None:
-        """Assignments per expert a batch of B allows before the ceil (None: unlimited).
+        """Assignments per expert a batch of B allows before the ceil (None: unlimited):
+        ``c * k * B / E``, times T in task routing.
 
         An integer position p satisfies ``p < ceil(y)`` exactly when ``p < y``, so the
         un-rounded bound is used (it stays symbolic in B under export).
         """
         if self.capacity_factor is None:
             return None
-        return self.capacity_factor * self.k * self.num_tasks * batch_size / self.num_experts
+        choosers = self.num_tasks if self.routing == "task" else 1
+        return self.capacity_factor * self.k * choosers * batch_size / self.num_experts
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k routing with capacity.
@@ -141,23 +165,31 @@ class TaskSparseMoE(nn.Module):
         # Softmax and top-k in at least float32 (the router runs in bfloat16 under autocast).
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         t, b, e = logits.shape
-        top_logits, top_experts = logits.topk(self.k, dim=-1)  # [T, B, k]
-        top_weights = torch.softmax(top_logits, dim=-1)
-        selected = nn.functional.one_hot(top_experts, e)  # [T, B, k, E] int64
-        probs = torch.softmax(logits, dim=-1)
-        fraction = selected.sum(2).to(logits.dtype).mean(1) / self.k  # [T, E]
-        aux_loss = (e * (fraction * probs.mean(1)).sum(-1)).mean()
-        keep = torch.ones_like(top_weights, dtype=torch.bool)
+        probs = torch.softmax(logits, dim=-1)  # [T, B, E]
+        if self.routing == "sample":
+            # One choice per sample, by the tasks' mean probability: [1, B, k].
+            score = probs.mean(0, keepdim=True)
+            top_experts = score.topk(self.k, dim=-1).indices
+            top_weights = torch.softmax(logits.gather(-1, top_experts.expand(t, -1, -1)), dim=-1)
+        else:
+            score = probs
+            top_logits, top_experts = logits.topk(self.k, dim=-1)  # [T, B, k]
+            top_weights = torch.softmax(top_logits, dim=-1)
+        selected = nn.functional.one_hot(top_experts, e)  # [T or 1, B, k, E] int64
+        fraction = selected.sum(2).to(logits.dtype).mean(1) / self.k  # [T or 1, E]
+        aux_loss = (e * (fraction * score.mean(1)).sum(-1)).mean()
+        keep = torch.ones_like(top_experts, dtype=torch.bool)
         bound = self.capacity(b)
         if bound is not None:
             # Rank of each assignment within its expert, in slot-major, task, sample order.
-            order = selected.permute(2, 0, 1, 3).reshape(self.k * t * b, e)
+            order = selected.permute(2, 0, 1, 3).reshape(-1, e)
             rank = (order.cumsum(0) * order).sum(-1) - 1
-            keep = (rank < bound).view(self.k, t, b).permute(1, 2, 0)  # [T, B, k]
+            keep = (rank < bound).view(self.k, -1, b).permute(1, 2, 0)  # [T or 1, B, k]
+        top_experts, keep = top_experts.expand(t, -1, -1), keep.expand(t, -1, -1)
         gates = logits.new_zeros(t, b, e).scatter(-1, top_experts, top_weights * keep)
         kept = torch.zeros(t, b, e, dtype=torch.bool, device=x.device).scatter(-1, top_experts, keep)
         if not torch.compiler.is_exporting():
-            self.last_utilisation = fraction.detach()
+            self.last_utilisation = fraction.expand(t, -1).detach()
             self.last_drop_fraction = 1.0 - keep.float().mean((1, 2))
         return gates, kept, aux_loss
 

@@ -50,9 +50,10 @@ def test_a_collapsed_gate_has_zero_entropy_and_all_mass_on_one_expert():
 
 
 def test_a_sparse_router_reports_top_k_mass_utilisation_and_drops():
+    """Task routing: each task's own picks (sample routing's shared picks: test_sparse_moe)."""
     torch.manual_seed(0)
     moe = TaskSparseMoE(experts=BatchedExperts(6, [4], num_experts=5), in_features=6,
-                        num_tasks=2, k=2)
+                        num_tasks=2, k=2, routing="task")
     xs = [torch.randn(9, 6), torch.randn(4, 6)]
     probe = ExpertProbe(moe)
     with probe:

@@ -36,13 +36,20 @@ def _logits_reference(moe: TaskSparseMoE, x: np.ndarray) -> np.ndarray:
                      for i in range(t)])
 
 
-def _gates_reference(logits: np.ndarray, k: int) -> np.ndarray:
-    """Per (task, sample): softmax over the k largest logits, zeros elsewhere."""
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def _gates_reference(logits: np.ndarray, k: int, routing: str = "sample") -> np.ndarray:
+    """Per (task, sample): a softmax over the task's logits at the k chosen experts, zeros
+    elsewhere. Chosen: the sample's k largest mean task probabilities (sample routing), or the
+    task's own k largest logits (task routing)."""
     gates = np.zeros_like(logits)
+    score = _softmax(logits).mean(0)  # [B, E]
     for t, b in itertools.product(range(logits.shape[0]), range(logits.shape[1])):
-        top = np.argsort(-logits[t, b])[:k]
-        z = np.exp(logits[t, b, top] - logits[t, b, top].max())
-        gates[t, b, top] = z / z.sum()
+        top = np.argsort(-(score[b] if routing == "sample" else logits[t, b]))[:k]
+        gates[t, b, top] = _softmax(logits[t, b, top])
     return gates
 
 
@@ -57,30 +64,36 @@ def _experts_reference(moe: TaskSparseMoE, x: np.ndarray) -> np.ndarray:
     return np.stack(outs)
 
 
+@pytest.mark.parametrize("routing", ["sample", "task"])
 @pytest.mark.parametrize("shared_router", [False, True])
-def test_top_k_weights_match_a_per_sample_loop(shared_router):
-    moe = _moe(shared_router=shared_router, task_embedding_dim=4)
+def test_top_k_weights_match_a_per_sample_loop(shared_router, routing):
+    moe = _moe(shared_router=shared_router, task_embedding_dim=4, routing=routing)
     x = torch.randn(9, IN, dtype=torch.float64)
     gates, kept, _ = moe.route(x)
-    expected = _gates_reference(_logits_reference(moe, x.numpy()), k=2)
+    expected = _gates_reference(_logits_reference(moe, x.numpy()), k=2, routing=routing)
     np.testing.assert_allclose(gates.detach().numpy(), expected, atol=1e-12)
     np.testing.assert_array_equal(kept.numpy(), expected > 0)
     assert (kept.sum(-1) == 2).all()
+    # Sample routing: every task uses the same k experts; task routing: not on a random router.
+    same = bool((kept == kept[:1]).all())
+    assert same == (routing == "sample")
 
 
+@pytest.mark.parametrize("routing", ["sample", "task"])
 @pytest.mark.parametrize("deduplicate, sparse_dispatch",
                          [(True, True), (False, True), (True, False)])
-def test_output_matches_dense_experts_times_top_k_mask(deduplicate, sparse_dispatch):
-    moe = _moe(deduplicate=deduplicate, sparse_dispatch=sparse_dispatch)
+def test_output_matches_dense_experts_times_top_k_mask(deduplicate, sparse_dispatch, routing):
+    moe = _moe(deduplicate=deduplicate, sparse_dispatch=sparse_dispatch, routing=routing)
     x = torch.randn(11, IN, dtype=torch.float64)
-    gates = _gates_reference(_logits_reference(moe, x.numpy()), k=2)
+    gates = _gates_reference(_logits_reference(moe, x.numpy()), k=2, routing=routing)
     expected = np.einsum("tbe,ebd->tbd", gates, _experts_reference(moe, x.numpy()))
     np.testing.assert_allclose(moe(x).detach().numpy(), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("routing", ["sample", "task"])
 @pytest.mark.parametrize("shared_router", [False, True])
-def test_k_equal_to_e_without_capacity_is_an_mmoe(shared_router):
-    moe = _moe(num_experts=4, k=4, shared_router=shared_router)
+def test_k_equal_to_e_without_capacity_is_an_mmoe(shared_router, routing):
+    moe = _moe(num_experts=4, k=4, shared_router=shared_router, routing=routing)
     gate = SoftmaxGate(IN, num_gates=3, num_experts=4).double()
     with torch.no_grad():
         if shared_router:  # logits_t = W_x x + (W_e e_t + b): the same W_x for every task
@@ -131,7 +144,7 @@ def test_capacity_drops_second_choices_before_first_choices(deduplicate, sparse_
 def test_capacity_is_rounded_up_and_fills_in_task_then_sample_order():
     # E = 2, k = 1, T = 2, B = 3, c = 0.75: capacity ceil(0.75 * 1 * 2 * 3 / 2) = ceil(2.25) = 3.
     # Every assignment wants expert 0: task 0 takes samples 0..2, task 1 gets nothing.
-    moe = _hand_routed(num_tasks=2, k=1, capacity_factor=0.75)
+    moe = _hand_routed(num_tasks=2, k=1, capacity_factor=0.75, routing="task")
     x = torch.randn(3, IN, dtype=torch.float64)
     x[:, 0], x[:, 1] = 5.0, -5.0
     out = moe(x).detach().numpy()
@@ -149,21 +162,45 @@ def test_unlimited_capacity_drops_nothing_and_generous_capacity_matches_it():
     assert roomy.last_drop_fraction.sum() == 0
 
 
-def test_balance_loss_and_utilisation_match_a_hand_computation():
-    moe = _moe(num_experts=4, num_tasks=2, k=2)
+def test_capacity_in_sample_routing_counts_samples_not_tasks():
+    # E = 2, k = 1, T = 2, B = 3, c = 1: capacity ceil(1 * 1 * 3 / 2) = 2 per expert (task
+    # routing would allow 3). All samples choose expert 0: samples 0 and 1 keep it for both
+    # tasks, sample 2 is dropped for both.
+    moe = _hand_routed(num_tasks=2, k=1, capacity_factor=1.0, routing="sample")
+    x = torch.randn(3, IN, dtype=torch.float64)
+    x[:, 0], x[:, 1] = 5.0, -5.0
+    out = moe(x).detach().numpy()
+    f = _experts_reference(moe, x.numpy())[0]
+    for t in range(2):
+        np.testing.assert_allclose(out[t, :2], f[:2], atol=1e-12)
+        np.testing.assert_array_equal(out[t, 2], 0.0)
+    np.testing.assert_allclose(moe.last_drop_fraction.numpy(), [1 / 3, 1 / 3])
+    assert moe.last_expert_rows.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("routing", ["sample", "task"])
+def test_balance_loss_and_utilisation_match_a_hand_computation(routing):
+    moe = _moe(num_experts=4, num_tasks=2, k=2, routing=routing)
     x = torch.randn(10, IN, dtype=torch.float64)
     moe(x)
     logits = _logits_reference(moe, x.numpy())
-    selected = _gates_reference(logits, k=2) > 0
-    per_task, utilisation = [], np.zeros((2, 4))
-    for t in range(2):
-        probs = np.exp(logits[t]) / np.exp(logits[t]).sum(-1, keepdims=True)
-        f = selected[t].sum(0) / (2 * 10)
-        utilisation[t] = f
-        per_task.append(4 * sum(f[e] * probs[:, e].mean() for e in range(4)))
+    gates = _gates_reference(logits, k=2, routing=routing)
+    selected = gates > 0
+    if routing == "sample":  # one choice per sample, scored by the mean task probability
+        f = selected[0].sum(0) / (2 * 10)
+        expected = 4 * (f * _softmax(logits).mean(0).mean(0)).sum()
+        utilisation = np.stack([f, f])  # the tasks share the choice
+    else:  # per task, averaged
+        per_task, utilisation = [], np.zeros((2, 4))
+        for t in range(2):
+            f = selected[t].sum(0) / (2 * 10)
+            utilisation[t] = f
+            per_task.append(4 * sum(f[e] * _softmax(logits[t])[:, e].mean() for e in range(4)))
+        expected = np.mean(per_task)
     assert moe.aux_loss is not None
-    np.testing.assert_allclose(moe.aux_loss.item(), np.mean(per_task), rtol=1e-12)
+    np.testing.assert_allclose(moe.aux_loss.item(), expected, rtol=1e-12)
     np.testing.assert_allclose(moe.last_utilisation.numpy(), utilisation, atol=1e-12)
+    np.testing.assert_allclose(moe.last_utilisation.numpy().sum(1), 1.0, rtol=1e-12)
     moe.aux_loss.backward()
     assert moe.router.weight.grad.abs().sum() > 0
 
@@ -192,17 +229,20 @@ def _flops(moe: TaskSparseMoE, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+@pytest.mark.parametrize("routing", ["sample", "task"])
 @pytest.mark.parametrize("deduplicate", [False, True])
-def test_compute_is_sparse(deduplicate):
+def test_compute_is_sparse(deduplicate, routing):
     t, e, k, b = 3, 8, 2, 64
-    moe = _moe(num_experts=e, num_tasks=t, k=k, deduplicate=deduplicate)
+    moe = _moe(num_experts=e, num_tasks=t, k=k, deduplicate=deduplicate, routing=routing)
     x = torch.randn(b, IN, dtype=torch.float64)
     router = 2 * b * IN * t * e
     per_row = 2 * (IN * HIDDEN + HIDDEN * OUT)
-    selected = _gates_reference(_logits_reference(moe, x.numpy()), k) > 0  # [T, B, E]
+    selected = _gates_reference(_logits_reference(moe, x.numpy()), k, routing) > 0  # [T, B, E]
     rows = selected.any(0).sum() if deduplicate else k * t * b
-    if deduplicate:
-        assert rows < k * t * b  # tasks share some choices on a random router
+    if deduplicate and routing == "sample":
+        assert rows == k * b  # exactly k experts per sample, whatever T
+    elif deduplicate:
+        assert k * b < rows < k * t * b  # tasks share some choices on a random router
     assert _flops(moe, x) == router + per_row * rows
     assert moe.last_expert_rows.sum().item() == rows
     moe.sparse_dispatch = False
@@ -237,6 +277,8 @@ def test_bfloat16_autocast_runs_and_agrees_with_dense_evaluation():
 
 def test_constructor_rejects_bad_arguments():
     experts = BatchedExperts(IN, [OUT], 4)
+    with pytest.raises(ValueError, match="routing"):
+        TaskSparseMoE(experts=experts, in_features=IN, num_tasks=2, k=2, routing="token")
     with pytest.raises(ValueError, match="k must be"):
         TaskSparseMoE(experts=experts, in_features=IN, num_tasks=2, k=5)
     with pytest.raises(ValueError, match="in_features"):
@@ -246,8 +288,11 @@ def test_constructor_rejects_bad_arguments():
                       num_tasks=2, k=2)
 
 
-def test_export_with_a_dynamic_batch_matches_sparse_eager():
-    moe = _moe(num_experts=6, k=2, capacity_factor=1.0).float().eval()
+@pytest.mark.parametrize("routing", ["sample", "task"])
+def test_export_with_a_dynamic_batch_matches_sparse_eager(routing):
+    # c = 0.5: the experts take half of the k B (sample) or k T B (task) assignments at most,
+    # so some are dropped in every batch.
+    moe = _moe(num_experts=6, k=2, capacity_factor=0.5, routing=routing).float().eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     program = torch.export.export(moe, (torch.randn(5, IN),), dynamic_shapes=({0: batch},))
     exported = program.module()

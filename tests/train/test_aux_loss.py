@@ -42,8 +42,10 @@ def _switch_loss_float64(moe, x):
 
 
 def test_balance_loss_enters_the_total_with_its_weight(smoke_cfg):
+    # Task routing, whose loss _switch_loss_float64 re-computes (sample routing's loss is
+    # checked in tests/modules/test_sparse_moe.py).
     cfg = smoke_cfg.derive({"model.arch": "sparse_moe", "model.num_experts": 6,
-                            "model.moe_top_k": 2})
+                            "model.moe_top_k": 2, "model.moe_routing": "task"})
     batch, weight = _batch(cfg), 0.5
     model, with_aux, logged = _one_step(cfg, batch, weight)
     _, without, logged_without = _one_step(cfg, batch, 0.0)
