@@ -28,6 +28,7 @@ class SessionCritics(nn.Module):
         bodies = [MLP(state_dim + 1, layer_sizes) for _ in range(num_tasks)]
         self.bodies = nn.ModuleList(bodies)
         self.heads = nn.ModuleList(nn.Linear(b.output_dim, 1) for b in bodies)
+        self.state_dim = state_dim
         self.output_dim = num_tasks
 
     def forward(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

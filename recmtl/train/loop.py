@@ -61,7 +61,7 @@ class StepPlan:
 
     @classmethod
     def from_config(cls, cfg: Config, device: torch.device) -> StepPlan:
-        rmtl = (RmtlCritics(cfg.tasks, cfg.loss.rmtl, seed=cfg.seed)
+        rmtl = (RmtlCritics(cfg.tasks, cfg.loss.rmtl, seed=cfg.seed, device=device)
                 if cfg.loss.weighting == "rmtl" else None)
         return cls(cfg.tasks, device, cfg.loss, bf16=cfg.train.bf16,
                    pipelined=cfg.train.pipeline == "sparse_dist",

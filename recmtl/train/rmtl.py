@@ -22,9 +22,9 @@ The paper leaves room; this is the reading implemented (``loss.weighting: rmtl``
   task's loss becomes ``mean(w_t * BCE_t)``, not renormalised. Rows that the critic expects
   to be poorly served by the rest of their session weigh more.
 - **Scope.** Binary tasks over all rows without escm2 (``rmtl_tasks``: CTR and CTCVR in the
-  paper); the others keep their ordinary loss. The critics have their own Adam, their
-  gradients are averaged across ranks, and they are not checkpointed (a resumed run starts new
-  critics).
+  paper); the others keep their ordinary loss. The critics have their own Adam and their
+  gradients are averaged across ranks, so every rank holds the same critics; rank 0 saves
+  them (critics, targets, Adam) with each checkpoint and a resumed run goes on with them.
 """
 
 from __future__ import annotations
@@ -66,12 +66,15 @@ class RmtlCritics:
     """The critics, their targets and optimizer, and the state captured from the backbone.
 
     ``critics``: built ones (tests); by default they are built at the first step, once the
-    state's width is known, from ``seed`` (so every rank starts from the same weights).
+    state's width is known, from ``seed`` (so every rank starts from the same weights), or by
+    ``load_state_dict`` on ``device`` when resuming.
     """
 
     def __init__(self, tasks: Sequence[TaskConfig], config: RmtlConfig,
-                 critics: SessionCritics | None = None, seed: int = 0) -> None:
+                 critics: SessionCritics | None = None, seed: int = 0,
+                 device: torch.device | None = None) -> None:
         self.tasks = tuple(tasks)
+        self.device = device or torch.device("cpu")
         self.names = rmtl_tasks(self.tasks)
         self.config = config
         self.seed = seed
@@ -148,6 +151,23 @@ class RmtlCritics:
                 t.lerp_(p, cfg.target_tau)
         self.last_loss = loss.detach()
         return weights
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The critics, their targets and their optimizer (None before the first step)."""
+        if self.critics is None or self.target is None or self.optimizer is None:
+            return None
+        return {"state_dim": self.critics.state_dim, "critics": self.critics.state_dict(),
+                "target": self.target.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Builds the critics for ``state``'s width and restores them, targets and optimizer."""
+        critics = SessionCritics(int(state["state_dim"]), len(self.names),
+                                 self.config.critic_layers).to(self.device)
+        critics.load_state_dict(state["critics"])
+        self._own(critics)
+        assert self.target is not None and self.optimizer is not None
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def _own(self, critics: SessionCritics) -> None:
         self.critics = critics

@@ -14,7 +14,16 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from recmtl.train.checkpoint import PROGRESS, load_progress, load_sharded, save_progress, save_sharded
+from recmtl.train.checkpoint import (
+    PROGRESS,
+    Replicated,
+    load_progress,
+    load_replicated,
+    load_sharded,
+    save_progress,
+    save_replicated,
+    save_sharded,
+)
 
 START = {"epoch": 0, "batch": 0, "global_step": 0}
 METRICS = "metrics.json"  # beside a DirectorySink checkpoint: what Ray Train would be reported
@@ -37,10 +46,12 @@ class CheckpointSink(Protocol):
 
 
 class DirectorySink:
-    """Checkpoints in ``root/<name>`` on storage every rank can reach."""
+    """Checkpoints in ``root/<name>`` on storage every rank can reach; ``replicated``: state
+    every rank holds alike, saved and restored with the shards."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, replicated: dict[str, Replicated] | None = None) -> None:
         self.root = Path(root)
+        self.replicated = replicated or {}
 
     def restore(self, model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
         found = [p for p in self.root.glob("epoch-*") if (p / PROGRESS).exists()]
@@ -48,12 +59,14 @@ class DirectorySink:
             return dict(START)
         path = max(found, key=lambda p: load_progress(p)["global_step"])
         load_sharded(path, model, optimizer)
+        load_replicated(path, self.replicated)
         return load_progress(path)
 
     def save(self, name: str, model: torch.nn.Module, optimizer: Any, progress: dict[str, int],
              metrics: dict[str, Any]) -> None:
         path = self.root / name
         save_sharded(path, model, optimizer)
+        save_replicated(path, self.replicated)
         if dist.get_rank() == 0:
             save_progress(path, progress)
             (path / METRICS).write_text(json.dumps(metrics))
@@ -65,7 +78,10 @@ class DirectorySink:
 
 class RaySink:
     """Checkpoints reported to Ray Train (``ray.train.report``); a restarted worker group gets
-    the latest back from ``ray.train.get_checkpoint``."""
+    the latest back from ``ray.train.get_checkpoint``. ``replicated`` as for ``DirectorySink``."""
+
+    def __init__(self, replicated: dict[str, Replicated] | None = None) -> None:
+        self.replicated = replicated or {}
 
     def restore(self, model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
         import ray.train
@@ -75,6 +91,7 @@ class RaySink:
             return dict(START)
         with checkpoint.as_directory() as path:
             load_sharded(path, model, optimizer)
+            load_replicated(path, self.replicated)
             return load_progress(path)
 
     def save(self, name: str, model: torch.nn.Module, optimizer: Any, progress: dict[str, int],
@@ -83,6 +100,7 @@ class RaySink:
 
         with tempfile.TemporaryDirectory() as tmp:
             save_sharded(tmp, model, optimizer)
+            save_replicated(tmp, self.replicated)
             if dist.get_rank() == 0:
                 save_progress(tmp, progress)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),

@@ -26,6 +26,7 @@ from recmtl.logs import quiet_third_party
 from recmtl.models.builder import build_model
 from recmtl.modules.diagnostics import ExpertProbe, flat_metrics
 from recmtl.modules.numeric import quantile_edges
+from recmtl.train.checkpoint import Replicated
 from recmtl.train.job import WorkerJob
 from recmtl.train.loop import EpochHooks, EpochStats, StepPlan, run_epoch
 from recmtl.train.managed import Admission
@@ -108,8 +109,11 @@ class WorkerRun:
         model = build_model(cfg, embedding_device="meta", numeric_edges=numeric_edges(cfg))
         self.model, self.optimizer, plan = shard_model(model, cfg.train, self.device,
                                                        tables=cfg.features.tables)
-        self.sink: CheckpointSink = (DirectorySink(job.checkpoint_root) if job.checkpoint_root
-                                     else RaySink())
+        self.plan = StepPlan.from_config(cfg, self.device)
+        replicated: dict[str, Replicated] = ({"rmtl": self.plan.rmtl}
+                                             if self.plan.rmtl is not None else {})
+        self.sink: CheckpointSink = (DirectorySink(job.checkpoint_root, replicated)
+                                     if job.checkpoint_root else RaySink(replicated))
         self.progress = Progress(job, self.rank, self.world)
         self.progress.log_text(str(plan), "sharding_plan.txt")
         self.train_reader, self.valid_reader = train_readers(cfg, self.rank, self.world)
@@ -131,7 +135,6 @@ class WorkerRun:
         self.schedule.set_step(self.global_step)
         if self.global_step:
             self.progress.resumed(self.progress_at)
-        self.plan = StepPlan.from_config(cfg, self.device)
         self.rec_metrics = build_rec_metrics(cfg.tasks, self.train_reader.batch_size, self.device)
         managed = self.model.module.managed_ids
         admission = (Admission(managed, self.model, self.optimizer, cfg.seed + self.global_step)

@@ -19,8 +19,13 @@ def _cfg(cfg, **train):
     return cfg.derive({f"train.{k}": v for k, v in train.items()})
 
 
-def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_path):
-    cfg = _cfg(smoke_cfg, max_steps_per_epoch=12, checkpoint_every_steps=5)
+@pytest.mark.parametrize("weighting", ["fixed", "rmtl"])
+def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_path, weighting):
+    """Resumed from step 5, the model at step 12 equals the uninterrupted one. With rmtl the
+    loss weights come from the critics, so this holds only if they are restored too (new
+    critics from the seed would weigh steps 6..12 differently)."""
+    cfg = _cfg(smoke_cfg, max_steps_per_epoch=12, checkpoint_every_steps=5).derive(
+        {"loss.weighting": weighting})
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
                             world_size=1)
     try:
@@ -44,6 +49,8 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_p
     for name, p in straight.items():
         torch.testing.assert_close(resumed[name], p, rtol=0, atol=1e-6, msg=name)
     assert any(not torch.equal(fresh[n], p) for n, p in straight.items())
+    has_critics = [(p / "replicated.pt").exists() for p in (root / "epoch-0000", tmp_path / "uninterrupted")]
+    assert has_critics == [weighting == "rmtl"] * 2
 
 
 @pytest.mark.ray
