@@ -56,9 +56,8 @@ def test_an_unknown_encoder_is_refused_while_loading(din):
                                          "sequence": {"query": "i", "encoder": "gru"}}]})
 
 
-def test_dtrn_and_infnet_take_din_sequences_without_the_dot_interaction(din):
-    with pytest.raises(ConfigError, match="model.interaction: dot is not for dtrn"):
-        din.derive({"model.arch": "dtrn"})
+def test_dtrn_and_infnet_take_din_sequences_infnet_without_the_dot_interaction(din):
+    din.derive({"model.arch": "dtrn"})  # dtrn takes each task's dot products itself
     with pytest.raises(ConfigError, match=r"hist_items\.sequence\.encoder: bst is not for dtrn"):
         _edit(din, "hist_items", encoder="bst").derive({"model.arch": "dtrn",
                                                        "model.interaction": "none"})

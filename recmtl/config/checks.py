@@ -196,9 +196,9 @@ def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:
 
 
 def _check_bottoms(cfg: Config, fail: Fail) -> None:
-    """dtrn's and infnet's keys. dtrn's per-task interests are blocks of T parts, infnet's
-    histories blocks of items: a dot interaction takes neither, and bst's encoder is not
-    theirs."""
+    """dtrn's and infnet's keys. infnet's histories are blocks of items, which a dot
+    interaction does not take (dtrn takes each task's dot products itself, its own interest
+    included); bst's encoder is theirs neither."""
     sequences = [f for f in cfg.features.sparse if f.sequence is not None]
     if cfg.model.arch == "infnet":
         n = cfg.model.infnet
@@ -222,9 +222,6 @@ def _check_bottoms(cfg: Config, fail: Fail) -> None:
     d = cfg.model.dtrn
     if d.task_dim < 1 or d.rank < 1 or not d.se_reduction > 0:
         fail("model.dtrn: task_dim and rank must be >= 1, se_reduction > 0")
-    if sequences and cfg.model.interaction == "dot":
-        fail("model.interaction: dot is not for dtrn with behaviour sequences (each task reads "
-             "its own interest block); use none")
     for f in sequences:
         if f.sequence is not None and f.sequence.encoder != "din":
             fail(f"features.sparse.{f.name}.sequence.encoder: {f.sequence.encoder} is not for "

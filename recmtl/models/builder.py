@@ -132,7 +132,7 @@ def _home(model: ModelConfig, in_features: int, tasks: list[str]) -> HoME:
 def _sparse_moe(model: ModelConfig, in_features: int, tasks: list[str]) -> TaskSparseMoE:
     return TaskSparseMoE(experts=BatchedExperts(in_features, model.expert_layers, model.num_experts),
                          in_features=in_features, num_tasks=len(tasks), k=model.moe_top_k,
-                         capacity_factor=model.moe_capacity_factor,
+                         routing=model.moe_routing, capacity_factor=model.moe_capacity_factor,
                          shared_router=model.moe_shared_router)
 
 
@@ -154,15 +154,19 @@ def _multitab(model: ModelConfig, in_features: int, tasks: list[str],
 def _dtrn(model: ModelConfig, in_features: int, tasks: list[str], blocks: list[int] | None = None,
           task_blocks: list[int] | None = None) -> DTRN:
     """Fields: one per column block in ``blocks`` (those in ``task_blocks`` hold one part per
-    task), then one per column left; ``model.dtrn.backbone`` reads each task's bottom."""
+    task), then one per column left; ``model.dtrn.backbone`` reads each task's bottom, with
+    its own pair products when ``model.interaction`` is dot (the ranker's interaction is then
+    none: ``build_interaction``)."""
     blocks, task_blocks = blocks or [], task_blocks or []
     num_scalars = in_features - sum(blocks)
     t = len(tasks)
     senet = TaskSENet(num_fields=len(blocks) + num_scalars, num_tasks=t,
                       reduction=model.dtrn.se_reduction, gate=model.dtrn.se_gate)
-    width = sum(w // t if i in task_blocks else w for i, w in enumerate(blocks)) + num_scalars
+    pairs = model.interaction == "dot" and bool(blocks)
+    width = (sum(w // t if i in task_blocks else w for i, w in enumerate(blocks)) + num_scalars
+             + (len(blocks) * (len(blocks) - 1) // 2 if pairs else 0))
     return DTRN(block_widths=blocks, task_blocks=task_blocks, num_scalars=num_scalars,
-                num_tasks=t, senet=senet,
+                num_tasks=t, senet=senet, pairs=pairs,
                 backbone=BACKBONES[model.dtrn.backbone](model, width, tasks))
 
 
@@ -303,7 +307,9 @@ def pooled_width(cfg: Config) -> int:
 
 
 def build_interaction(cfg: Config) -> nn.Module:
-    if cfg.model.interaction == "none":
+    """The ranker's interaction of the pooled embeddings (dtrn takes its dot products per
+    task itself)."""
+    if cfg.model.interaction == "none" or cfg.model.arch == "dtrn":
         return nn.Identity()
     dims = {t.name: t.dim for t in cfg.features.tables}
     return DotInteraction(len(cfg.features.sparse), dims[cfg.features.sparse[0].table])

@@ -24,6 +24,10 @@ Readings where the paper leaves details open (each is said in its class too):
 - SENet gate: ``2 * sigmoid`` (weights start near 1, bounded by 2) or FiBiNET's ``relu``
   (``gate`` flag). The squeeze of a field is the mean of its columns; a dense float is a
   field of its own.
+- Pair products (``model.interaction: dot``): per task, after its SENet, the dot products of
+  every pair of its re-weighted blocks (its own interest part in place of a task-stacked
+  block) join its input, so each task's interactions see its own field weights and its own
+  interest; DLRM's shared dot products could not read a per-task interest.
 - Backbone on task-specific inputs: the backbone runs once on the T inputs stacked
   (``[T * B, W]``) and task t keeps its own output row from its own input; with MMoE this is
   the paper's shared experts and per-task gates reading each task's own bottom. It costs T
@@ -189,8 +193,8 @@ class DTRN(nn.Module):
     ``task_blocks`` holds T task-specific parts side by side (a ``TaskInterest`` output, width
     ``T * D``): task t reads part t; every other block and column is shared. Each block and
     each column is a field; task t's input is its fields times its ``TaskSENet`` weights,
-    concatenated (width ``task_width``), and task t's output is row t of
-    ``backbone(task t's input)``.
+    concatenated, with ``pairs`` followed by the dot products of every pair of its re-weighted
+    blocks (width ``task_width``), and task t's output is row t of ``backbone(task t's input)``.
 
     Args:
         block_widths: widths of the leading column blocks.
@@ -199,6 +203,7 @@ class DTRN(nn.Module):
         num_tasks: T.
         senet: a ``TaskSENet`` over ``len(block_widths) + num_scalars`` fields.
         backbone: ``[N, task_width] -> [T, N, H]`` (MMoE, PLE, ...).
+        pairs: append each task's pair products (its blocks must then share one width).
 
     Example:
         >>> from recmtl.modules.mlp import MLP
@@ -211,7 +216,8 @@ class DTRN(nn.Module):
     """
 
     def __init__(self, *, block_widths: list[int], task_blocks: list[int], num_scalars: int,
-                 num_tasks: int, senet: TaskSENet, backbone: nn.Module) -> None:
+                 num_tasks: int, senet: TaskSENet, backbone: nn.Module,
+                 pairs: bool = False) -> None:
         super().__init__()
         if any(block_widths[i] % num_tasks for i in task_blocks):
             raise ValueError(f"task blocks {task_blocks} of {block_widths} must split into "
@@ -221,13 +227,24 @@ class DTRN(nn.Module):
                              f"{len(block_widths) + num_scalars}")
         self.block_widths = list(block_widths)
         self.task_blocks = set(task_blocks)
+        parts = {w // num_tasks if i in self.task_blocks else w for i, w in enumerate(block_widths)}
+        if pairs and len(parts) > 1:
+            raise ValueError(f"pair products need blocks of one width per task, got {sorted(parts)}")
+        self.pairs = pairs
         self.num_scalars = num_scalars
         self.num_tasks = num_tasks
         self.senet = senet
         self.backbone = backbone
         self.in_features = sum(block_widths) + num_scalars
-        self.task_width = sum(w // num_tasks if i in self.task_blocks else w
-                              for i, w in enumerate(block_widths)) + num_scalars
+        n = len(block_widths)
+        self.task_width = (sum(w // num_tasks if i in self.task_blocks else w
+                               for i, w in enumerate(block_widths)) + num_scalars
+                           + (n * (n - 1) // 2 if pairs else 0))
+        rows, cols = torch.triu_indices(n, n, offset=1)
+        self.rows: torch.Tensor
+        self.cols: torch.Tensor
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
         self.output_dim = backbone.output_dim
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,6 +262,10 @@ class DTRN(nn.Module):
         weights = self.senet(squeezed)  # [T, B, F]
         reweighted = [f * weights[..., i:i + 1] for i, f in enumerate(fields)]
         reweighted.append(scalars * weights[..., len(fields):])
+        if self.pairs and len(fields) > 1:
+            emb = torch.stack(reweighted[:-1], dim=2)  # [T, B, F, D]
+            gram = emb @ emb.transpose(-1, -2)  # [T, B, F, F]
+            reweighted.append(gram[..., self.rows, self.cols])
         return torch.cat(reweighted, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,31 @@ def test_dtrn_matches_a_float64_reference(gate):
         np.testing.assert_allclose(_np(got[t]), want, rtol=1e-10, atol=1e-12)
 
 
+def test_dtrn_pair_products_are_each_tasks_own():
+    """Blocks [user 3 | interest 2 x 3 | item 3], 1 dense float, T = 2, with pairs: task t's
+    input ends with <u, i_t>, <u, item>, <i_t, item> of its re-weighted blocks (a loop)."""
+    torch.manual_seed(4)
+    senet = TaskSENet(num_fields=4, num_tasks=2).double()
+    backbone = MMoE(BatchedExperts(13, [6], 3), SoftmaxGate(13, 2, 3)).double()
+    net = DTRN(block_widths=[3, 6, 3], task_blocks=[1], num_scalars=1, num_tasks=2,
+               senet=senet, backbone=backbone, pairs=True)
+    assert net.task_width == 3 + 3 + 3 + 1 + 3
+    x = torch.randn(5, 13, dtype=torch.float64)
+    bottoms = _np(net.task_inputs(x))
+    xn = _np(x)
+    for t in range(2):
+        fields = [xn[:, 0:3], xn[:, 3 + 3 * t:6 + 3 * t], xn[:, 9:12], xn[:, 12:13]]
+        z = np.stack([f.mean(axis=1) for f in fields], axis=1)
+        w = _reference_senet(senet, torch.from_numpy(np.stack([z, z])))[t]
+        rw = [f * w[:, i:i + 1] for i, f in enumerate(fields)]
+        dots = [(rw[a] * rw[b]).sum(1, keepdims=True) for a, b in ((0, 1), (0, 2), (1, 2))]
+        np.testing.assert_allclose(bottoms[t], np.concatenate(rw + dots, axis=1), rtol=1e-12)
+    assert not np.allclose(bottoms[0][:, -3:], bottoms[1][:, -3:])  # the tasks' dots differ
+    with pytest.raises(ValueError, match="one width per task"):
+        DTRN(block_widths=[3, 4], task_blocks=[], num_scalars=0, num_tasks=2,
+             senet=TaskSENet(num_fields=2, num_tasks=2), backbone=backbone, pairs=True)
+
+
 def test_one_task_dtrn_is_the_backbone_on_the_reweighted_input():
     torch.manual_seed(3)
     senet = TaskSENet(num_fields=4, num_tasks=1).double()
