@@ -3,20 +3,25 @@ test AUC and logloss per task (in its sample space), training samples/s; then wh
 MoE with k of E experts costs beside running all E.
 
     python -m pipelines.bench.architectures [--archs mmoe,sparse_moe,multitab]
-        [--datasets funnel,sequences,census,multitask-low,multitask-high] [--rows 60000]
+        [--datasets funnel,sequences,census,multitask-low,multitask-high] [--rows 200000]
 
 Each (data set, architecture) trains in this process as a 1-rank job (torchrec DMP on gloo,
 the real ``run_epoch``; no Ray, MLflow or export), so the numbers are the model's, not the
-job's. The stores are generated (census: prepared from ../shared) under ``--work``. The
-default architectures are mmoe, sparse_moe and multitab, plus dtrn and infnet where
-``model.arch`` offers them; ``mmoe_rmtl`` (MMoE with ``loss.weighting: rmtl``) on request.
-A cell's delta is against MMoE on the same store in the same run; ``!`` marks a task more
-than 0.002 AUC behind it. Prints a Markdown table and writes JSON to ``--out``.
+job's. The stores are generated (census: prepared from ../shared) under ``--work``; every
+architecture keeps its store's config (the dot interaction included; infnet on the sequence
+store without it, which it does not take). The default architectures are mmoe, sparse_moe
+and multitab, plus dtrn and infnet where ``model.arch`` offers them; on request
+``sparse_moe_sample`` (sample routing), ``mmoe_rmtl`` (MMoE with ``loss.weighting: rmtl``)
+and ``single_task`` (one MMoE per task that trains alone: the baseline of negative
+transfer). ``name@key=value...`` runs a variant. A cell's delta is against MMoE on the same
+store in the same run; ``!`` marks a task more than 0.002 AUC behind it. Prints a Markdown
+table and writes JSON to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -37,21 +42,31 @@ from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
 from recmtl.metrics.auc import auc, logloss
 from recmtl.models.builder import build_model
+from recmtl.modules.sparse_moe import TaskSparseMoE
 from recmtl.predict import predict
 from recmtl.train.loop import StepPlan, run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.worker import numeric_edges, train_readers
 
-SPARSE_K, SPARSE_E = 2, 8
+# k of E: a (task, sample) runs as many experts as the default MMoE's 4, chosen from 4x as many.
+SPARSE_K, SPARSE_E = 4, 16
 ARCHS: dict[str, list[str]] = {
     "mmoe": [],
     "sparse_moe": ["model.arch=sparse_moe", f"model.num_experts={SPARSE_E}",
-                   f"model.moe_top_k={SPARSE_K}"],
-    "multitab": ["model.arch=multitab", "model.interaction=none"],
-    "dtrn": ["model.arch=dtrn", "model.interaction=none"],
-    "infnet": ["model.arch=infnet", "model.interaction=none"],
+                   f"model.moe_top_k={SPARSE_K}", "model.moe_routing=task"],
+    "sparse_moe_sample": ["model.arch=sparse_moe", f"model.num_experts={SPARSE_E}",
+                          f"model.moe_top_k={SPARSE_K}", "model.moe_routing=sample"],
+    "multitab": ["model.arch=multitab"],
+    "dtrn": ["model.arch=dtrn"],
+    # The library's sizes: smoke.yaml (the funnel's config) shrinks infnet for the tests.
+    "infnet": ["model.arch=infnet", "model.infnet.dim=32", "model.infnet.num_layers=2",
+               "model.infnet.num_heads=4", "model.infnet.num_proxies=4",
+               "model.infnet.pgu_hidden=64"],
     "mmoe_rmtl": ["loss.weighting=rmtl"],
+    "single_task": [],  # one MMoE per task, trained on that task alone: train_single
 }
+# infnet reads a history's items as tokens, which the dot interaction does not take.
+ON_SEQUENCES: dict[str, list[str]] = {"infnet": ["model.interaction=none"]}
 DEFAULT_ARCHS = ["mmoe", "sparse_moe", "multitab",
                  *(a for a in ("dtrn", "infnet") if a in ARCHITECTURES)]
 CENSUS_CSV = Path(census.DEFAULT_SRC)
@@ -64,6 +79,18 @@ DATASETS = {  # name: config (census: written by the preparation)
 }
 DEFAULT_DATASETS = [d for d in DATASETS if d != "census" or CENSUS_CSV.is_file()]
 TOLERANCE = 0.002
+
+
+def arch_overrides(arch: str) -> list[str]:
+    """``name[@key=value...]``: the architecture's overrides, then the extra ones (a variant,
+    e.g. ``sparse_moe@model.moe_top_k=4``).
+
+    Example:
+        >>> arch_overrides("mmoe@model.num_experts=8@train.dense_lr=0.003")
+        ['model.num_experts=8', 'train.dense_lr=0.003']
+    """
+    name, *extra = arch.split("@")
+    return [*ARCHS[name], *extra]
 
 
 def store(name: str, work: Path, rows: int) -> tuple[str, list[str]]:
@@ -105,19 +132,45 @@ def train_one(cfg: Config) -> dict[str, Any]:
             "rows": stats.rows, "tasks": tasks}
 
 
-def backbone_cost(cfg: Config, experts: int, top_k: int, reps: int = 20) -> float:
-    """Seconds per forward + backward of the sparse MoE backbone alone (k of E experts) on the
-    input of one training batch of ``cfg``."""
-    model = build_model(cfg.derive({"model.arch": "sparse_moe", "model.num_experts": experts,
-                                    "model.moe_top_k": top_k}))
+def train_single(cfg: Config) -> dict[str, Any]:
+    """One model per binary task that stands alone (no ``space``, no ``product_of``), trained
+    on that task only (loss weight 1): the single-task baselines that negative transfer is
+    measured against. samples/s: of the T trainings together."""
+    alone = [t for t in cfg.tasks if t.kind == "binary" and not t.space and not t.product_of]
+    if not alone:
+        raise ValueError("no task here trains alone (all are in a space or a product)")
+    tasks: dict[str, Any] = {}
+    seconds = rows = 0.0
+    for task in alone:
+        r = train_one(cfg.derive({"tasks": [dataclasses.asdict(task) | {"loss_weight": 1.0}]}))
+        tasks |= r["tasks"]
+        seconds += r["rows"] / r["samples_per_s"]
+        rows = r["rows"]
+    return {"samples_per_s": rows / seconds, "rows": rows, "tasks": tasks}
+
+
+COST_EXPERT_LAYERS = [128, 64]  # demo.yaml's experts (the funnel's smoke.yaml has toy ones)
+
+
+def backbone_cost(cfg: Config, top_k: int, routing: str, rows: int, reps: int = 20) -> float:
+    """Seconds per forward + backward of the sparse MoE backbone alone (``top_k`` of
+    ``SPARSE_E`` experts of ``COST_EXPERT_LAYERS``; ``top_k=0``: all of them, evaluated
+    densely as MMoE does) on ``rows`` rows of the backbone input of ``cfg``'s first training
+    batch (repeated)."""
+    model = build_model(cfg.derive({"model.arch": "sparse_moe", "model.num_experts": SPARSE_E,
+                                    "model.moe_top_k": top_k or SPARSE_E,
+                                    "model.moe_routing": routing,
+                                    "model.expert_layers": COST_EXPERT_LAYERS}))
     backbone = model.dense_ranker.backbone
+    assert isinstance(backbone, TaskSparseMoE)
+    backbone.sparse_dispatch = top_k > 0
     captured: list[torch.Tensor] = []
     handle = backbone.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
     batch = next(iter(train_readers(cfg, 0, 1)[0].epoch(0)))
     with torch.no_grad():
         model(batch.dense, batch.sparse)
     handle.remove()
-    x = captured[0].requires_grad_(True)
+    x = captured[0].repeat(-(-rows // len(captured[0])), 1)[:rows].requires_grad_(True)
     times = []
     for i in range(reps + 3):
         t0 = time.perf_counter()
@@ -128,24 +181,31 @@ def backbone_cost(cfg: Config, experts: int, top_k: int, reps: int = 20) -> floa
     return float(np.median(times))
 
 
+COST_VARIANTS = {"sample": (SPARSE_K, "sample"), "task": (SPARSE_K, "task"), "dense": (0, "sample")}
+
+
 def sparse_cost(config: str, overrides: list[str]) -> dict[str, Any]:
-    """Sparse MoE k of E vs all E experts (dense): training samples/s of one epoch each, and
-    the backbone's own step time, beside k / E."""
+    """Sparse MoE, k of E experts, against the same E experts run densely: the backbone's own
+    step time (both routings, at the training batch and at 4096 rows), and one epoch's
+    training samples/s against MMoE with the same E experts; beside k / E."""
     sparse = load_config(config, [*overrides, *ARCHS["sparse_moe"]])
-    dense = sparse.derive({"model.moe_top_k": SPARSE_E})
+    dense = load_config(config, [*overrides, f"model.num_experts={SPARSE_E}"])
     trained = {"sparse": train_one(sparse)["samples_per_s"],
                "dense": train_one(dense)["samples_per_s"]}
-    # interleaved, so a busy moment of the machine hits both
-    step: dict[str, list[float]] = {"sparse": [], "dense": []}
-    for _ in range(3):
-        step["sparse"].append(backbone_cost(sparse, SPARSE_E, SPARSE_K))
-        step["dense"].append(backbone_cost(sparse, SPARSE_E, SPARSE_E))
-    backbone = {k: float(np.median(v)) for k, v in step.items()}
+    backbone: dict[int, dict[str, float]] = {}
+    for rows in (sparse.data.batch_size, 4096):
+        # interleaved, so a busy moment of the machine hits every variant
+        step: dict[str, list[float]] = {v: [] for v in COST_VARIANTS}
+        for _ in range(3):
+            for v, (k, routing) in COST_VARIANTS.items():
+                step[v].append(backbone_cost(sparse, k, routing, rows))
+        backbone[rows] = {v: float(np.median(t)) for v, t in step.items()}
     return {"k": SPARSE_K, "experts": SPARSE_E, "k_over_e": SPARSE_K / SPARSE_E,
             "train_samples_per_s": trained,
             "train_cost_ratio": trained["dense"] / trained["sparse"],
             "backbone_step_s": backbone,
-            "backbone_cost_ratio": backbone["sparse"] / backbone["dense"]}
+            "backbone_cost_ratio": {rows: {v: t[v] / t["dense"] for v in ("sample", "task")}
+                                    for rows, t in backbone.items()}}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -192,7 +252,9 @@ def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str
         for arch in archs:
             t0 = time.perf_counter()
             try:
-                r = train_one(load_config(config, [*overrides, *ARCHS[arch]]))
+                extra = ON_SEQUENCES.get(arch.split("@")[0], []) if name == "sequences" else []
+                run = train_single if arch.split("@")[0] == "single_task" else train_one
+                r = run(load_config(config, [*overrides, *extra, *arch_overrides(arch)]))
             except Exception as e:  # noqa: BLE001 - one architecture failing on one store is a result
                 r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
             results.append({"dataset": name, "arch": arch,
@@ -208,12 +270,15 @@ def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str
     print(summary["table"])
     c = summary.get("sparse_cost")
     if c:
-        print(f"sparse_moe {c['k']} of {c['experts']} experts vs all {c['experts']} (k/E = "
-              f"{c['k_over_e']:.2f}): backbone step {c['backbone_step_s']['sparse'] * 1e3:.1f} ms "
-              f"vs {c['backbone_step_s']['dense'] * 1e3:.1f} ms (cost ratio "
-              f"{c['backbone_cost_ratio']:.2f}); training "
-              f"{c['train_samples_per_s']['sparse']:,.0f} vs "
-              f"{c['train_samples_per_s']['dense']:,.0f} samples/s (cost ratio "
+        print(f"sparse_moe, {c['k']} of {c['experts']} experts of {COST_EXPERT_LAYERS} (k/E = "
+              f"{c['k_over_e']:.2f}), backbone step against all {c['experts']} run densely:")
+        for rows, t in c["backbone_step_s"].items():
+            ratio = c["backbone_cost_ratio"][rows]
+            print(f"  {rows:>5} rows: sample routing {t['sample'] * 1e3:.2f} ms "
+                  f"({ratio['sample']:.2f}), task routing {t['task'] * 1e3:.2f} ms "
+                  f"({ratio['task']:.2f}), dense {t['dense'] * 1e3:.2f} ms")
+        print(f"  training: {c['train_samples_per_s']['sparse']:,.0f} samples/s vs MMoE with "
+              f"{c['experts']} experts {c['train_samples_per_s']['dense']:,.0f} (cost ratio "
               f"{c['train_cost_ratio']:.2f})")
     return summary
 
@@ -227,16 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.bench.architectures",
                                      description="architectures against MMoE, one epoch each")
     parser.add_argument("--archs", default=",".join(DEFAULT_ARCHS),
-                        help=f"comma-separated, of {sorted(ARCHS)}")
+                        help=f"comma-separated, of {sorted(ARCHS)}, each optionally followed by "
+                             "@key=value overrides (a variant)")
     parser.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
                         help=f"comma-separated, of {list(DATASETS)}")
-    parser.add_argument("--rows", type=int, default=60000, help="train rows of each synthetic store")
+    parser.add_argument("--rows", type=int, default=200000,
+                        help="train rows of each synthetic store")
     parser.add_argument("--work", default="runs/bench-architectures", help="where the stores go")
     parser.add_argument("--out", default="runs/architectures.json")
     parser.add_argument("--no-cost", action="store_true", help="skip the sparse-vs-dense line")
     args = parser.parse_args(argv)
     archs, datasets = args.archs.split(","), args.datasets.split(",")
-    unknown = [a for a in archs if a not in ARCHS] + [d for d in datasets if d not in DATASETS]
+    unknown = ([a for a in archs if a.split("@")[0] not in ARCHS]
+               + [d for d in datasets if d not in DATASETS])
     if unknown:
         parser.error(f"unknown architecture or data set: {unknown}")
     if "mmoe" not in archs:

@@ -66,10 +66,10 @@ def one_rank_group(tmp_path):
 @pytest.mark.parametrize("arch,encoder", [(a, "din") for a in ARCHITECTURES] + [("mmoe", "bst")])
 def test_worker_loop_trains_each_architecture_with_sequences(arch, encoder, seq_cfg, tmp_path,
                                                              one_rank_group):
-    # dtrn, infnet: a history is per-task interests or items, which dot does not take.
+    # infnet: a history is items, which dot does not take (dtrn takes dot per task).
     cfg = seq_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 6,
                           "train.log_every": 3,
-                          "model.interaction": "none" if arch in ("dtrn", "infnet") else "dot"})
+                          "model.interaction": "none" if arch == "infnet" else "dot"})
     cfg = _with_sequences(cfg, encoder=encoder)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(uri)
