@@ -10,6 +10,9 @@ InnerArchitecture = Literal["shared_bottom", "mmoe", "ple", "home", "adatt", "sp
 SEGate = Literal["sigmoid", "relu"]
 
 
+HyperInit = Literal["shared", "random"]
+
+
 @dataclass(frozen=True)
 class DTRNConfig:
     """``model.arch: dtrn`` (Liu et al. 2023): task-specific bottoms, then ``backbone``.
@@ -19,11 +22,15 @@ class DTRNConfig:
     task embedding the hypernetwork reads; ``rank``: rank of each generated attention weight's
     task part (``W + U diag(g(e_t)) V``). ``se_reduction``: the SENet's fields over its hidden
     width; ``se_gate``: ``sigmoid`` (``2 * sigmoid``, starts near 1) or FiBiNET's ``relu``.
+    ``hyper_init``: ``shared`` starts every task at the shared attention unit (the
+    generator's output zero, LoRA-style; the tasks move apart as they learn), ``random`` starts
+    the tasks' parts about as large as the shared weight.
     """
 
     backbone: InnerArchitecture = "mmoe"
     task_dim: int = 8
     rank: int = 4
+    hyper_init: HyperInit = "shared"
     se_reduction: float = 2.0
     se_gate: SEGate = "sigmoid"
 
@@ -36,7 +43,8 @@ class INFNetConfig:
     """``model.arch: infnet``: categorical, sequence and task tokens, ``dim`` wide, through
     ``num_layers`` blocks of proxy cross-attention (``num_heads`` heads, ``num_proxies``
     proxies per feature type) and Proxy Gated Units (``pgu_hidden`` wide). ``task_reads``:
-    the task tokens read the feature types' ``proxies`` or all their ``tokens``.
+    the task tokens read all the feature ``tokens`` (T x N per block, still linear in N) or
+    only the feature types' ``proxies``.
     """
 
     dim: int = 32
@@ -44,4 +52,4 @@ class INFNetConfig:
     num_heads: int = 4
     num_proxies: int = 4
     pgu_hidden: int = 64
-    task_reads: TaskReads = "proxies"
+    task_reads: TaskReads = "tokens"

@@ -239,7 +239,8 @@ def _sequence_encoder(cfg: Config, f: SparseFeatureConfig, dim: int) -> nn.Modul
     if cfg.model.arch == "dtrn":  # one interest per task: [B, T * D]
         return TaskInterest(embedding_dim=dim, hidden_dims=seq.attention_layers,
                             num_tasks=len(cfg.base_tasks()), task_dim=cfg.model.dtrn.task_dim,
-                            rank=cfg.model.dtrn.rank, normalize=seq.normalize)
+                            rank=cfg.model.dtrn.rank, normalize=seq.normalize,
+                            shared_init=cfg.model.dtrn.hyper_init == "shared")
     if seq.encoder == "bst":
         return SequenceEncoder(embedding_dim=dim, num_heads=seq.num_heads,
                                num_layers=seq.num_layers, max_len=seq.max_len,

@@ -57,16 +57,21 @@ class TaskHyperLinear(nn.Module):
         rank: r, the rank of the generated part of the weight.
     """
 
-    def __init__(self, *, in_features: int, out_features: int, task_dim: int, rank: int) -> None:
+    def __init__(self, *, in_features: int, out_features: int, task_dim: int, rank: int,
+                 shared_init: bool = False) -> None:
         super().__init__()
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
         # Scaled so that the generated part starts about as large as the shared weight: tasks
-        # differ from the first step.
+        # differ from the first step, unless ``shared_init`` zeroes the generator (every task
+        # starts at W; U and V still get gradient through it, as LoRA's zero B).
         self.left = nn.Parameter(torch.randn(in_features, rank) * bound)
         self.right = nn.Parameter(torch.randn(rank, out_features) / math.sqrt(rank))
         self.generator = nn.Linear(task_dim, rank)
+        if shared_init:
+            nn.init.zeros_(self.generator.weight)
+            nn.init.zeros_(self.generator.bias)
         self.output_dim = out_features
 
     def task_weights(self, tasks: torch.Tensor) -> torch.Tensor:
@@ -99,6 +104,7 @@ class TaskInterest(nn.Module):
         task_dim: width of each task's embedding (the hypernetwork's input).
         rank: rank of each generated weight's task-specific part.
         normalize: softmax over the valid slots (True) or DIN's raw weights.
+        shared_init: every task starts at the shared weights (see ``TaskHyperLinear``).
 
     Example:
         >>> unit = TaskInterest(embedding_dim=4, hidden_dims=[8], num_tasks=3, task_dim=2, rank=2)
@@ -107,12 +113,14 @@ class TaskInterest(nn.Module):
     """
 
     def __init__(self, *, embedding_dim: int, hidden_dims: list[int] | tuple[int, ...],
-                 num_tasks: int, task_dim: int, rank: int, normalize: bool = True) -> None:
+                 num_tasks: int, task_dim: int, rank: int, normalize: bool = True,
+                 shared_init: bool = False) -> None:
         super().__init__()
         self.task_embeddings = nn.Parameter(torch.randn(num_tasks, task_dim))
         widths = [4 * embedding_dim, *hidden_dims, 1]
         self.layers = nn.ModuleList(
-            TaskHyperLinear(in_features=i, out_features=o, task_dim=task_dim, rank=rank)
+            TaskHyperLinear(in_features=i, out_features=o, task_dim=task_dim, rank=rank,
+                            shared_init=shared_init)
             for i, o in zip(widths[:-1], widths[1:], strict=True))
         self.normalize = normalize
         self.num_tasks = num_tasks

@@ -109,7 +109,7 @@ class INFNetBlock(nn.Module):
     """
 
     def __init__(self, *, types: list[str], dim: int, num_heads: int, hidden: int,
-                 task_reads: str = "proxies") -> None:
+                 task_reads: str = "tokens") -> None:
         super().__init__()
         if task_reads not in ("proxies", "tokens"):
             raise ValueError(f"task_reads must be 'proxies' or 'tokens', got {task_reads!r}")
@@ -174,7 +174,7 @@ class INFNet(nn.Module):
 
     def __init__(self, *, block_widths: list[int], sequence_blocks: dict[int, tuple[int, int]],
                  num_scalars: int, num_tasks: int, dim: int, num_layers: int, num_heads: int,
-                 num_proxies: int, hidden: int, task_reads: str = "proxies") -> None:
+                 num_proxies: int, hidden: int, task_reads: str = "tokens") -> None:
         super().__init__()
         for i, (length, d) in sequence_blocks.items():
             if block_widths[i] != length * (d + 1):

@@ -86,6 +86,30 @@ def test_one_task_interest_is_target_attention_with_the_generated_weights():
     torch.testing.assert_close(unit(query, keys, lengths), din(query, keys, lengths))
 
 
+def test_shared_init_starts_every_task_at_the_shared_unit_and_then_moves_apart():
+    torch.manual_seed(6)
+    unit = TaskInterest(embedding_dim=4, hidden_dims=[6], num_tasks=3, task_dim=3, rank=2,
+                        shared_init=True).double()
+    for layer, (weight, _) in zip(unit.layers, unit.generated_weights(), strict=True):
+        for t in range(3):  # W_t = W for every task
+            torch.testing.assert_close(weight[t], layer.weight, rtol=0, atol=0)
+    query, keys = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 6, 4, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 0, 1, 4])
+    out = unit(query, keys, lengths).view(5, 3, 4)
+    torch.testing.assert_close(out[:, 1], out[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(out[:, 2], out[:, 0], rtol=0, atol=0)
+    # One SGD step on a loss that tells the tasks apart separates their weights: the zero
+    # generator still gets gradient (through U and V), as LoRA's zero matrix does.
+    (out * torch.arange(3, dtype=torch.float64).view(1, 3, 1)).sum().backward()
+    generator = unit.layers[0].generator.weight
+    assert generator.grad is not None and generator.grad.abs().sum() > 0
+    with torch.no_grad():
+        for p in unit.parameters():
+            p -= 0.1 * p.grad
+    weights = unit.generated_weights()[0][0]
+    assert not torch.allclose(weights[0], weights[1])
+
+
 def _reference_senet(senet, z):
     """``z [T, B, F]`` -> weights, task by task in float64."""
     out = []
