@@ -48,14 +48,13 @@ from recmtl.train.loop import StepPlan, run_epoch
 from recmtl.train.sharding import shard_model
 from recmtl.train.worker import numeric_edges, train_readers
 
-# k of E: a (task, sample) runs as many experts as the default MMoE's 4, chosen from 4x as many.
+# The cost line's k of E: as many experts per (task, sample) as demo.yaml's MMoE, from 4x as
+# many. In the table, k is the store's MMoE expert count and E = 4 k (sparse_sizes).
 SPARSE_K, SPARSE_E = 4, 16
 ARCHS: dict[str, list[str]] = {
     "mmoe": [],
-    "sparse_moe": ["model.arch=sparse_moe", f"model.num_experts={SPARSE_E}",
-                   f"model.moe_top_k={SPARSE_K}", "model.moe_routing=task"],
-    "sparse_moe_sample": ["model.arch=sparse_moe", f"model.num_experts={SPARSE_E}",
-                          f"model.moe_top_k={SPARSE_K}", "model.moe_routing=sample"],
+    "sparse_moe": ["model.arch=sparse_moe", "model.moe_routing=task"],
+    "sparse_moe_sample": ["model.arch=sparse_moe", "model.moe_routing=sample"],
     "multitab": ["model.arch=multitab"],
     "dtrn": ["model.arch=dtrn"],
     # The library's sizes: smoke.yaml (the funnel's config) shrinks infnet for the tests.
@@ -79,6 +78,13 @@ DATASETS = {  # name: config (census: written by the preparation)
 }
 DEFAULT_DATASETS = [d for d in DATASETS if d != "census" or CENSUS_CSV.is_file()]
 TOLERANCE = 0.002
+
+
+def sparse_sizes(cfg: Config) -> list[str]:
+    """k of E for a sparse MoE beside ``cfg``'s MMoE: as many experts per (task, sample) as
+    that MMoE runs (its ``num_experts``), chosen from 4x as many."""
+    k = cfg.model.num_experts
+    return [f"model.num_experts={4 * k}", f"model.moe_top_k={k}"]
 
 
 def arch_overrides(arch: str) -> list[str]:
@@ -188,7 +194,8 @@ def sparse_cost(config: str, overrides: list[str]) -> dict[str, Any]:
     """Sparse MoE, k of E experts, against the same E experts run densely: the backbone's own
     step time (both routings, at the training batch and at 4096 rows), and one epoch's
     training samples/s against MMoE with the same E experts; beside k / E."""
-    sparse = load_config(config, [*overrides, *ARCHS["sparse_moe"]])
+    sparse = load_config(config, [*overrides, *ARCHS["sparse_moe"],
+                                  f"model.num_experts={SPARSE_E}", f"model.moe_top_k={SPARSE_K}"])
     dense = load_config(config, [*overrides, f"model.num_experts={SPARSE_E}"])
     trained = {"sparse": train_one(sparse)["samples_per_s"],
                "dense": train_one(dense)["samples_per_s"]}
@@ -252,8 +259,11 @@ def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str
         for arch in archs:
             t0 = time.perf_counter()
             try:
-                extra = ON_SEQUENCES.get(arch.split("@")[0], []) if name == "sequences" else []
-                run = train_single if arch.split("@")[0] == "single_task" else train_one
+                base = arch.split("@")[0]
+                extra = ON_SEQUENCES.get(base, []) if name == "sequences" else []
+                if base.startswith("sparse_moe"):
+                    extra = [*extra, *sparse_sizes(load_config(config, overrides))]
+                run = train_single if base == "single_task" else train_one
                 r = run(load_config(config, [*overrides, *extra, *arch_overrides(arch)]))
             except Exception as e:  # noqa: BLE001 - one architecture failing on one store is a result
                 r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
