@@ -235,8 +235,9 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only "
                  "mmoe_numeric_ple evaluate.calibration=temperature"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO_GEN,)),
-    Entry(_exact("python -m pipelines.bench.architectures --archs "
-                 "mmoe,sparse_moe,multitab,mmoe_rmtl,dtrn,infnet --rows 24000"), "heavy",
+    Entry(_exact("python -m pipelines.bench.architectures --archs mmoe,sparse_moe,"
+                 "sparse_moe_sample,multitab,dtrn,infnet,mmoe_rmtl,single_task --rows 200000"),
+          "heavy",
           "generates its stores and trains every (store, architecture) in-process",
           extra=("--rows", "3000", "--datasets", "funnel,multitask-low", "--work", "bench-stores")),
     Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
