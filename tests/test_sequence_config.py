@@ -56,13 +56,12 @@ def test_an_unknown_encoder_is_refused_while_loading(din):
                                          "sequence": {"query": "i", "encoder": "gru"}}]})
 
 
-def test_dtrn_and_infnet_take_din_sequences_infnet_without_the_dot_interaction(din):
+def test_dtrn_and_infnet_take_din_sequences_with_the_dot_interaction(din):
     din.derive({"model.arch": "dtrn"})  # dtrn takes each task's dot products itself
+    din.derive({"model.arch": "infnet"})  # infnet pairs the features but the histories
     with pytest.raises(ConfigError, match=r"hist_items\.sequence\.encoder: bst is not for dtrn"):
         _edit(din, "hist_items", encoder="bst").derive({"model.arch": "dtrn",
                                                        "model.interaction": "none"})
-    with pytest.raises(ConfigError, match="model.interaction: dot is not for infnet"):
-        din.derive({"model.arch": "infnet"})
     infnet = load_config("configs/sequences/infnet.yaml")  # each history: 50 slots of 8 + 1
     # 7 pooled blocks of 8 (the age-bucket side list is one), 2 histories of 50 slots of 8 + 1
     assert pooled_width(infnet) == 7 * 8 + 2 * 50 * 9

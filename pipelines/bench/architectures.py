@@ -8,9 +8,9 @@ MoE with k of E experts costs beside running all E.
 Each (data set, architecture) trains in this process as a 1-rank job (torchrec DMP on gloo,
 the real ``run_epoch``; no Ray, MLflow or export), so the numbers are the model's, not the
 job's. The stores are generated (census: prepared from ../shared) under ``--work``; every
-architecture keeps its store's config (the dot interaction included; infnet on the sequence
-store without it, which it does not take). The default architectures are mmoe, sparse_moe
-and multitab, plus dtrn and infnet where ``model.arch`` offers them; on request
+architecture keeps its store's config, the dot interaction included. The default
+architectures are mmoe, sparse_moe and multitab, plus dtrn and infnet where ``model.arch``
+offers them; on request
 ``sparse_moe_sample`` (sample routing), ``mmoe_rmtl`` (MMoE with ``loss.weighting: rmtl``)
 and ``single_task`` (one MMoE per task that trains alone: the baseline of negative
 transfer). ``name@key=value...`` runs a variant. A cell's delta is against MMoE on the same
@@ -64,8 +64,6 @@ ARCHS: dict[str, list[str]] = {
     "mmoe_rmtl": ["loss.weighting=rmtl"],
     "single_task": [],  # one MMoE per task, trained on that task alone: train_single
 }
-# infnet reads a history's items as tokens, which the dot interaction does not take.
-ON_SEQUENCES: dict[str, list[str]] = {"infnet": ["model.interaction=none"]}
 DEFAULT_ARCHS = ["mmoe", "sparse_moe", "multitab",
                  *(a for a in ("dtrn", "infnet") if a in ARCHITECTURES)]
 CENSUS_CSV = Path(census.DEFAULT_SRC)
@@ -260,9 +258,8 @@ def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str
             t0 = time.perf_counter()
             try:
                 base = arch.split("@")[0]
-                extra = ON_SEQUENCES.get(base, []) if name == "sequences" else []
-                if base.startswith("sparse_moe"):
-                    extra = [*extra, *sparse_sizes(load_config(config, overrides))]
+                extra = (sparse_sizes(load_config(config, overrides))
+                         if base.startswith("sparse_moe") else [])
                 run = train_single if base == "single_task" else train_one
                 r = run(load_config(config, [*overrides, *extra, *arch_overrides(arch)]))
             except Exception as e:  # noqa: BLE001 - one architecture failing on one store is a result

@@ -196,9 +196,9 @@ def _check_sparse_moe_and_multitab(model: ModelConfig, fail: Fail) -> None:
 
 
 def _check_bottoms(cfg: Config, fail: Fail) -> None:
-    """dtrn's and infnet's keys. infnet's histories are blocks of items, which a dot
-    interaction does not take (dtrn takes each task's dot products itself, its own interest
-    included); bst's encoder is theirs neither."""
+    """dtrn's and infnet's keys (with the dot interaction, dtrn pairs each task's own
+    interest, infnet leaves the histories' items out of the pairs); bst's encoder is theirs
+    neither."""
     sequences = [f for f in cfg.features.sparse if f.sequence is not None]
     if cfg.model.arch == "infnet":
         n = cfg.model.infnet
@@ -210,9 +210,6 @@ def _check_bottoms(cfg: Config, fail: Fail) -> None:
         if cfg.model.numeric_encoding != "none":
             fail(f"model.numeric_encoding: {cfg.model.numeric_encoding} is not for infnet, which "
                  "gives each dense float its own token")
-        if sequences and cfg.model.interaction == "dot":
-            fail("model.interaction: dot is not for infnet with behaviour sequences (a history "
-                 "is its items' tokens); use none")
         for f in sequences:
             if f.sequence is not None and f.sequence.encoder != "din":
                 fail(f"features.sparse.{f.name}.sequence.encoder: {f.sequence.encoder} is not "

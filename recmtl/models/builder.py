@@ -309,11 +309,16 @@ def pooled_width(cfg: Config) -> int:
 
 def build_interaction(cfg: Config) -> nn.Module:
     """The ranker's interaction of the pooled embeddings (dtrn takes its dot products per
-    task itself)."""
+    task itself; under infnet the histories' item slots are not paired)."""
     if cfg.model.interaction == "none" or cfg.model.arch == "dtrn":
         return nn.Identity()
     dims = {t.name: t.dim for t in cfg.features.tables}
-    return DotInteraction(len(cfg.features.sparse), dims[cfg.features.sparse[0].table])
+    dim = dims[cfg.features.sparse[0].table]
+    if cfg.model.arch == "infnet" and any(f.sequence for f in cfg.features.sparse):
+        paired = [i for i, f in enumerate(cfg.features.sparse) if f.sequence is None]
+        return DotInteraction(len(paired), dim, block_widths=feature_widths(cfg),
+                              features=paired)
+    return DotInteraction(len(cfg.features.sparse), dim)
 
 
 def input_blocks(cfg: Config, interaction: nn.Module) -> list[int]:

@@ -224,16 +224,20 @@ def test_side_lists_reach_the_keys_in_the_bundle(store, tmp_path):
         scorer.score(csr | {"hist_cats": (values, shifted)}, dense)
 
 
-def test_dtrn_with_per_task_dot_products_exports_with_parity(store, tmp_path):
-    """DTRN on the sequence store with ``interaction: dot``: each task's own interest and its
-    pair products (data-dependent only through the ids) score alike in both backends, over
-    mixed history lengths and odd batch sizes."""
+@pytest.mark.parametrize("arch", ["dtrn", "infnet"])
+def test_dot_products_beside_histories_export_with_parity(store, tmp_path, arch):
+    """On the sequence store with ``interaction: dot``, DTRN (each task's pair products, its
+    own interest included) and INFNet (pairs of the features, the histories' item tokens left
+    out) score alike in both backends, over mixed history lengths and odd batch sizes."""
     _, out = store
     cfg = _with_sequence(load_config(out / "shop.yaml", ["export.parity_rows=10000",
-                                                         "model.arch=dtrn",
+                                                         f"model.arch={arch}",
                                                          "model.interaction=dot"]), "din")
     model = build_model(cfg, seed=5).eval()
-    assert model.dense_ranker.backbone.pairs
+    if arch == "dtrn":
+        assert model.dense_ranker.backbone.pairs
+    else:
+        assert model.dense_ranker.interaction.columns is not None
     exported = export(cfg, "unused: the model is given", tmp_path, model=model)
     parity = json.loads((tmp_path / "parity.json").read_text())
     assert exported["manifest"] and set(parity["max_abs_diff"]) == {"torch", "onnx"}

@@ -91,6 +91,16 @@ def test_dot_interaction_hand_worked():
     torch.testing.assert_close(out, torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0, 1.0, 11.0, 2.0, 4.0]]))
 
 
+def test_dot_interaction_over_some_blocks_hand_worked():
+    # Blocks [a: 2 | history slots: 3 | b: 2 | c: 2]; only a, b, c are paired.
+    pooled = torch.tensor([[1.0, 2.0, 9.0, 9.0, 9.0, 3.0, 4.0, 0.0, 1.0]])
+    dot = DotInteraction(num_features=3, dim=2, block_widths=[2, 3, 2, 2], features=[0, 2, 3])
+    assert dot.output_dim == 9 + 3
+    torch.testing.assert_close(dot(pooled), torch.cat([pooled, torch.tensor([[11.0, 2.0, 4.0]])], 1))
+    with pytest.raises(ValueError, match="expected 2 blocks of width 2"):
+        DotInteraction(num_features=2, dim=2, block_widths=[2, 3], features=[0, 1])
+
+
 def test_towers_and_heads_run_in_float32_under_bf16_autocast(smoke_cfg):
     model = build_model(smoke_cfg, seed=0)
     reader = ParquetBatchReader(f"{smoke_cfg.data.root}/test", FeatureSchema.from_config(smoke_cfg), 16)

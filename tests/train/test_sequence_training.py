@@ -66,10 +66,9 @@ def one_rank_group(tmp_path):
 @pytest.mark.parametrize("arch,encoder", [(a, "din") for a in ARCHITECTURES] + [("mmoe", "bst")])
 def test_worker_loop_trains_each_architecture_with_sequences(arch, encoder, seq_cfg, tmp_path,
                                                              one_rank_group):
-    # infnet: a history is items, which dot does not take (dtrn takes dot per task).
+    # With dot: dtrn pairs per task, infnet pairs all but the histories' items.
     cfg = seq_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 6,
-                          "train.log_every": 3,
-                          "model.interaction": "none" if arch == "infnet" else "dot"})
+                          "train.log_every": 3, "model.interaction": "dot"})
     cfg = _with_sequences(cfg, encoder=encoder)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(uri)
