@@ -21,7 +21,7 @@ from recmtl.config.schema import Architecture, SparseFeatureConfig
 from recmtl.losses import imputation_output
 from recmtl.modules.adatt import AdaTT, AdaTTLevel
 from recmtl.modules.aitm import AITMTransfer
-from recmtl.modules.dtrn import DTRN, TaskInterest, TaskSENet
+from recmtl.modules.dtrn import DTRN, TaskInterest, TaskSENet, task_width
 from recmtl.modules.gates import DSelectKGate, SoftmaxGate
 from recmtl.modules.home import HoME, SelfGate
 from recmtl.modules.infnet import INFNet, SequenceTokens
@@ -162,9 +162,8 @@ def _dtrn(model: ModelConfig, in_features: int, tasks: list[str], blocks: list[i
     t = len(tasks)
     senet = TaskSENet(num_fields=len(blocks) + num_scalars, num_tasks=t,
                       reduction=model.dtrn.se_reduction, gate=model.dtrn.se_gate)
-    pairs = model.interaction == "dot" and bool(blocks)
-    width = (sum(w // t if i in task_blocks else w for i, w in enumerate(blocks)) + num_scalars
-             + (len(blocks) * (len(blocks) - 1) // 2 if pairs else 0))
+    pairs = model.interaction == "dot" and len(blocks) > 1
+    width = task_width(blocks, task_blocks, num_scalars, t, pairs)
     return DTRN(block_widths=blocks, task_blocks=task_blocks, num_scalars=num_scalars,
                 num_tasks=t, senet=senet, pairs=pairs,
                 backbone=BACKBONES[model.dtrn.backbone](model, width, tasks))

@@ -41,6 +41,7 @@ import math
 import torch
 from torch import nn
 
+from recmtl.modules.interaction import DotInteraction
 from recmtl.modules.sequence import length_mask, masked_softmax
 
 
@@ -193,6 +194,20 @@ class TaskSENet(nn.Module):
         return 2 * torch.sigmoid(s) if self.gate == "sigmoid" else torch.relu(s)
 
 
+def task_width(block_widths: list[int], task_blocks: list[int] | set[int], num_scalars: int,
+               num_tasks: int, pairs: bool = False) -> int:
+    """The width of one task's bottom in ``DTRN``: its part of every block (a task-stacked
+    block's T-th), the scalars and, with ``pairs``, one dot product per pair of blocks.
+
+    Example:
+        >>> task_width([4, 6, 3], [1], num_scalars=2, num_tasks=2, pairs=True)
+        15
+    """
+    n = len(block_widths)
+    return (sum(w // num_tasks if i in task_blocks else w for i, w in enumerate(block_widths))
+            + num_scalars + (n * (n - 1) // 2 if pairs else 0))
+
+
 class DTRN(nn.Module):
     """``[B, in] -> [T, B, H]``: task-specific bottoms, re-weighted per task, through a backbone.
 
@@ -238,21 +253,16 @@ class DTRN(nn.Module):
         parts = {w // num_tasks if i in self.task_blocks else w for i, w in enumerate(block_widths)}
         if pairs and len(parts) > 1:
             raise ValueError(f"pair products need blocks of one width per task, got {sorted(parts)}")
-        self.pairs = pairs
+        # Each task's blocks, [T * B, F * D], through the ranker's own dot interaction.
+        self.pairs = (DotInteraction(len(block_widths), parts.pop())
+                      if pairs and len(block_widths) > 1 else None)
         self.num_scalars = num_scalars
         self.num_tasks = num_tasks
         self.senet = senet
         self.backbone = backbone
         self.in_features = sum(block_widths) + num_scalars
-        n = len(block_widths)
-        self.task_width = (sum(w // num_tasks if i in self.task_blocks else w
-                               for i, w in enumerate(block_widths)) + num_scalars
-                           + (n * (n - 1) // 2 if pairs else 0))
-        rows, cols = torch.triu_indices(n, n, offset=1)
-        self.rows: torch.Tensor
-        self.cols: torch.Tensor
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
+        self.task_width = task_width(block_widths, self.task_blocks, num_scalars, num_tasks,
+                                     self.pairs is not None)
         self.output_dim = backbone.output_dim
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,10 +280,9 @@ class DTRN(nn.Module):
         weights = self.senet(squeezed)  # [T, B, F]
         reweighted = [f * weights[..., i:i + 1] for i, f in enumerate(fields)]
         reweighted.append(scalars * weights[..., len(fields):])
-        if self.pairs and len(fields) > 1:
-            emb = torch.stack(reweighted[:-1], dim=2)  # [T, B, F, D]
-            gram = emb @ emb.transpose(-1, -2)  # [T, B, F, F]
-            reweighted.append(gram[..., self.rows, self.cols])
+        if self.pairs is not None:
+            blocks = torch.cat(reweighted[:-1], dim=-1).reshape(t * b, -1)
+            reweighted.append(self.pairs.products(blocks).view(t, b, -1))
         return torch.cat(reweighted, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

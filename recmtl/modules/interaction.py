@@ -46,8 +46,12 @@ class DotInteraction(nn.Module):
         self.register_buffer("cols", cols, persistent=False)
         self.output_dim = sum(widths) + len(rows)
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+    def products(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``[B, in] -> [B, F * (F - 1) / 2]``: the pair products alone."""
         paired = pooled if self.columns is None else pooled.index_select(1, self.columns)
         emb = paired.reshape(-1, self.num_features, self.dim)
         gram = torch.bmm(emb, emb.transpose(1, 2))  # [B, F, F]
-        return torch.cat([pooled, gram[:, self.rows, self.cols]], dim=1)
+        return gram[:, self.rows, self.cols]
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.cat([pooled, self.products(pooled)], dim=1)
