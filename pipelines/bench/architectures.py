@@ -254,12 +254,12 @@ def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str
     for name in datasets:
         config, overrides = store(name, work, rows)
         funnel = (config, overrides) if name == "funnel" else funnel
+        sized = sparse_sizes(load_config(config, overrides))  # once per store
         for arch in archs:
             t0 = time.perf_counter()
             try:
                 base = arch.split("@")[0]
-                extra = (sparse_sizes(load_config(config, overrides))
-                         if base.startswith("sparse_moe") else [])
+                extra = sized if base.startswith("sparse_moe") else []
                 run = train_single if base == "single_task" else train_one
                 r = run(load_config(config, [*overrides, *extra, *arch_overrides(arch)]))
             except Exception as e:  # noqa: BLE001 - one architecture failing on one store is a result

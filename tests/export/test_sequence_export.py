@@ -113,21 +113,29 @@ def _kjt_and_csr(cfg, lengths, rng, aligned=()):
     return kjt, csr
 
 
+def _scores_match(scorer, model, cfg, lengths, rng, aligned=()):
+    """Random rows with these history ``lengths`` scored by the bundle and by the model: the
+    probabilities agree to 1e-5. Returns the rows (KJT, CSR, dense) and the bundle's scores."""
+    rows = len(lengths)
+    kjt, csr = _kjt_and_csr(cfg, lengths, rng, aligned=aligned)
+    dense = torch.from_numpy(rng.normal(size=(rows, len(cfg.features.dense)))
+                             .astype(np.float32))
+    got = scorer.score(csr, dense)
+    with torch.no_grad():
+        want = task_probabilities(model(dense, kjt), cfg.tasks)
+    for task in want:
+        torch.testing.assert_close(got[task], want[task], rtol=0, atol=1e-5,
+                                   msg=lambda m, t=task: f"{rows} rows, {t}: {m}")
+    return kjt, csr, dense, got
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 @pytest.mark.parametrize("pattern", sorted(LENGTHS))
 def test_parity_over_batch_sizes_and_history_lengths(bundle, backend, pattern):
     cfg, model = bundle["cfg"], bundle["model"]
     for rows in (1, 3, 17):
-        rng = np.random.default_rng(rows)
-        kjt, csr = _kjt_and_csr(cfg, LENGTHS[pattern](rows), rng)
-        dense = torch.from_numpy(rng.normal(size=(rows, len(cfg.features.dense)))
-                                 .astype(np.float32))
-        got = bundle["scorers"][backend].score(csr, dense)
-        with torch.no_grad():
-            want = task_probabilities(model(dense, kjt), cfg.tasks)
-        for task in want:
-            torch.testing.assert_close(got[task], want[task], rtol=0, atol=1e-5,
-                                       msg=lambda m, r=rows, t=task: f"{r} rows, {t}: {m}")
+        kjt, _, _, _ = _scores_match(bundle["scorers"][backend], model, cfg,
+                                     LENGTHS[pattern](rows), np.random.default_rng(rows))
         if pattern == "empty":  # an empty history adds nothing: the encoder's block is zero
             blocks = model.sequence_features(model.sequence_embeddings(kjt))
             assert torch.equal(blocks["hist_items"], torch.zeros(rows, 8))
@@ -205,14 +213,8 @@ def test_side_lists_reach_the_keys_in_the_bundle(store, tmp_path):
     for backend in ("torch", "onnx"):
         scorer = BundleScorer(tmp_path, backend)
         for rows in (1, 17):
-            kjt, csr = _kjt_and_csr(cfg, LENGTHS["mixed"](rows), rng, aligned=("hist_cats",))
-            dense = torch.from_numpy(rng.normal(size=(rows, len(cfg.features.dense)))
-                                     .astype(np.float32))
-            got = scorer.score(csr, dense)
-            with torch.no_grad():
-                want = task_probabilities(model(dense, kjt), cfg.tasks)
-            for task in want:
-                torch.testing.assert_close(got[task], want[task], rtol=0, atol=1e-5)
+            _, csr, dense, got = _scores_match(scorer, model, cfg, LENGTHS["mixed"](rows), rng,
+                                               aligned=("hist_cats",))
     without_side = scorer.score(csr | {"hist_cats": (csr["hist_cats"][0] * 0, csr["hist_cats"][1])},
                                 dense)
     assert not torch.equal(without_side[cfg.tasks[0].name], got[cfg.tasks[0].name])
@@ -245,12 +247,4 @@ def test_dot_products_beside_histories_export_with_parity(store, tmp_path, arch)
         assert max(parity["max_abs_diff"][backend].values()) <= 1e-5
         scorer = BundleScorer(tmp_path, backend)
         for rows in (1, 17):
-            rng = np.random.default_rng(rows)
-            kjt, csr = _kjt_and_csr(cfg, LENGTHS["mixed"](rows), rng)
-            dense = torch.from_numpy(rng.normal(size=(rows, len(cfg.features.dense)))
-                                     .astype(np.float32))
-            got = scorer.score(csr, dense)
-            with torch.no_grad():
-                want = task_probabilities(model(dense, kjt), cfg.tasks)
-            for task in want:
-                torch.testing.assert_close(got[task], want[task], rtol=0, atol=1e-5)
+            _scores_match(scorer, model, cfg, LENGTHS["mixed"](rows), np.random.default_rng(rows))
