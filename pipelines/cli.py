@@ -154,7 +154,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 def _config_command(args: argparse.Namespace, cfg: Config) -> None:
     if args.command == "generate":
-        from pipelines.feature_store.synthetic import run
+        from pipelines.synthetic.store import run
 
         run(cfg)
     elif args.command == "train":

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from pipelines.feature_store.synthetic import generate
-from recmtl.config import load_config
+from pipelines.synthetic.store import generate
+from recmtl.config import derive, load_config
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +35,5 @@ def start_local_ray():
 
 def with_output(cfg, tmp_path):
     """The config writing its runs and MLflow store under ``tmp_path``."""
-    return cfg.derive({"output_dir": str(tmp_path / "runs"),
+    return derive(cfg, {"output_dir": str(tmp_path / "runs"),
                        "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})

@@ -2,7 +2,7 @@ import pytest
 import torch.distributed as dist
 
 from pipelines.bench.architectures import DEFAULT_ARCHS, arch_overrides, table, train_one, train_single
-from recmtl.config import ARCHITECTURES
+from recmtl.config import ARCHITECTURES, derive
 
 
 def _row(dataset, arch, aucs, speed):
@@ -36,11 +36,11 @@ def test_arch_variants_add_their_overrides_after_the_architectures():
 def test_single_task_baselines_train_each_standalone_task_alone(smoke_cfg, tmp_path):
     """On the funnel only ctr trains alone (cvr is in the click space, ctcvr a product); its
     figures are those of a one-task config written out by hand, trained the same way."""
-    cfg = smoke_cfg.derive({"train.max_steps_per_epoch": 8})
+    cfg = derive(smoke_cfg, {"train.max_steps_per_epoch": 8})
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         single = train_single(cfg)
-        by_hand = train_one(cfg.derive({"tasks": [{"name": "ctr", "label": "click",
+        by_hand = train_one(derive(cfg, {"tasks": [{"name": "ctr", "label": "click",
                                                    "oracle": "p_click"}]}))
     finally:
         dist.destroy_process_group()

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from pipelines.feature_store.synthetic import generate
 from pipelines.jobs.daily import Day, daily, promote
+from pipelines.synthetic.store import generate
 from recmtl.config import load_config
 from recmtl.export.scorer import BundleScorer
 

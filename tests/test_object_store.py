@@ -19,7 +19,7 @@ import yaml
 from pipelines.cli import main
 from pipelines.feature_store.prepare import prepare
 from pipelines.jobs.lineage import data_version
-from recmtl.config import ConfigError, load_config
+from recmtl.config import ConfigError, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.errors import DataError
@@ -140,7 +140,7 @@ def test_mlflow_artifacts_on_s3(smoke_cfg, bucket, tmp_path):
     from recmtl.train.tracking import start_run
 
     artifacts = f"{bucket}/mlflow"
-    cfg = smoke_cfg.derive({"mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    cfg = derive(smoke_cfg, {"mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                             "mlflow.artifact_location": artifacts, "mlflow.system_metrics": False})
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"auc": 0.75}))
@@ -160,7 +160,7 @@ def test_mlflow_artifacts_on_s3(smoke_cfg, bucket, tmp_path):
     assert SECRET not in params and os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
     assert run.data.params["mlflow.artifact_location"] == artifacts
 
-    clash = cfg.derive({"mlflow.artifact_location": f"{bucket}/elsewhere"})
+    clash = derive(cfg, {"mlflow.artifact_location": f"{bucket}/elsewhere"})
     with pytest.raises(ConfigError, match="mlflow.artifact_location: experiment 'recmtl-smoke' already"):
         start_run(clash, run_name="clash")
 
@@ -196,7 +196,7 @@ def test_reader_errors_name_the_uri(bucket):
 
 def test_a_uri_with_credentials_in_it_is_refused(smoke_cfg):
     with pytest.raises(ConfigError, match="train.storage_path: a URI with credentials"):
-        smoke_cfg.derive({"train.storage_path": "s3://key:secret@bucket/ckpt"})
+        derive(smoke_cfg, {"train.storage_path": "s3://key:secret@bucket/ckpt"})
 
 
 @pytest.mark.heavy

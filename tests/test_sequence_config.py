@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from recmtl.config import ConfigError, load_config
+from recmtl.config import ConfigError, derive, load_config
 from recmtl.models.builder import embedding_configs, pooled_width, sequence_embedding_configs
 
 
@@ -25,7 +25,7 @@ def _edit(cfg, feature, **changes):
             if seq_changes:
                 f = replace(f, sequence=replace(f.sequence, **seq_changes))
         sparse.append(f)
-    return cfg.derive({"features.sparse": sparse})
+    return derive(cfg, {"features.sparse": sparse})
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -52,15 +52,15 @@ def test_broken_sequence_names_the_key(din, changes, message):
 
 def test_an_unknown_encoder_is_refused_while_loading(din):
     with pytest.raises(ConfigError, match=r"encoder.*expected one of \('din', 'bst'\), got 'gru'"):
-        din.derive({"features.sparse": [{"name": "h", "table": "item", "multi_valued": True,
+        derive(din, {"features.sparse": [{"name": "h", "table": "item", "multi_valued": True,
                                          "sequence": {"query": "i", "encoder": "gru"}}]})
 
 
 def test_dtrn_and_infnet_take_din_sequences_with_the_dot_interaction(din):
-    din.derive({"model.arch": "dtrn"})  # dtrn takes each task's dot products itself
-    din.derive({"model.arch": "infnet"})  # infnet pairs the features but the histories
+    derive(din, {"model.arch": "dtrn"})  # dtrn takes each task's dot products itself
+    derive(din, {"model.arch": "infnet"})  # infnet pairs the features but the histories
     with pytest.raises(ConfigError, match=r"hist_items\.sequence\.encoder: bst is not for dtrn"):
-        _edit(din, "hist_items", encoder="bst").derive({"model.arch": "dtrn",
+        derive(_edit(din, "hist_items", encoder="bst"), {"model.arch": "dtrn",
                                                        "model.interaction": "none"})
     infnet = load_config("configs/sequences/infnet.yaml")  # each history: 50 slots of 8 + 1
     # 7 pooled blocks of 8 (the age-bucket side list is one), 2 histories of 50 slots of 8 + 1
@@ -74,11 +74,11 @@ def test_sequence_tables_need_one_dim_and_no_row_decay(din):
     tables = [replace(t, dim=16) if t.name == "category" else t for t in din.features.tables]
     with pytest.raises(ConfigError, match=r"features\.tables: the tables of sequence features "
                                           r"\['age', 'category', 'item'\] must share one dim"):
-        din.derive({"features.tables": tables, "model.interaction": "none"})
+        derive(din, {"features.tables": tables, "model.interaction": "none"})
     tables = [replace(t, weight_decay=0.1) if t.name == "item" else t for t in din.features.tables]
     with pytest.raises(ConfigError, match=r"features\.tables\.item: managed_collision and "
                                           "weight_decay are not built"):
-        din.derive({"features.tables": tables})
+        derive(din, {"features.tables": tables})
 
 
 def test_sequence_tables_leave_the_bag_collection(din):

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.feature_store.synthetic import generate
-from pipelines.feature_store.synthetic_days import POPULARITY_SIGMA, day_path, days, known_on, score
-from recmtl.config import ConfigError, load_config
+from pipelines.synthetic.days import POPULARITY_SIGMA, day_path, days, known_on, score
+from pipelines.synthetic.store import generate
+from recmtl.config import ConfigError, derive, load_config
 
 RECMTL = str(Path(sys.executable).parent / "recmtl")
 DAILY = "configs/daily/daily.yaml"
@@ -51,10 +51,10 @@ def _ids(table, column):
 
 def test_deterministic_by_seed(store, tmp_path):
     cfg, _, _, tables = store
-    again = cfg.derive({"data.root": str(tmp_path / "again")})
+    again = derive(cfg, {"data.root": str(tmp_path / "again")})
     generate(again)
     assert pq.read_table(day_path(tmp_path / "again", 3)).equals(tables[3])
-    other = again.derive({"seed": 1, "data.root": str(tmp_path / "other")})
+    other = derive(again, {"seed": 1, "data.root": str(tmp_path / "other")})
     generate(other)
     assert not pq.read_table(day_path(tmp_path / "other", 3)).equals(tables[3])
 

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines.feature_store.synthetic import generate
-from recmtl.config import ConfigError, load_config
+from pipelines.synthetic.store import generate
+from recmtl.config import ConfigError, derive, load_config
 
 SMALL = ["synthetic.train_rows=80000", "synthetic.valid_rows=10000", "synthetic.test_rows=10000",
          "synthetic.rows_per_file=40000", "synthetic.num_users=200000",
@@ -77,7 +77,7 @@ def test_deterministic_by_seed(store, tmp_path):
     cfg, _, _, table = store
     generate(cfg, tmp_path / "again")
     assert ds.dataset(str(tmp_path / "again" / "raw")).to_table().equals(table)
-    generate(cfg.derive({"seed": 1}), tmp_path / "other")
+    generate(derive(cfg, {"seed": 1}), tmp_path / "other")
     assert not ds.dataset(str(tmp_path / "other" / "raw")).to_table().equals(table)
 
 

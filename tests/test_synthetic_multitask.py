@@ -3,12 +3,13 @@ import pyarrow.dataset as ds
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.feature_store.synthetic import SPLITS, generate
-from pipelines.feature_store.synthetic_multitask import (
+from pipelines.synthetic.multitask import (
     intended_correlation,
     write_multitask_store,
 )
-from recmtl.config import ConfigError, load_config
+from pipelines.synthetic.parts import SPLITS
+from pipelines.synthetic.store import generate
+from recmtl.config import ConfigError, derive, load_config
 
 SMALL = ["synthetic.train_rows=30000", "synthetic.valid_rows=2000", "synthetic.test_rows=2000",
          "synthetic.rows_per_file=10000", "synthetic.row_group_size=5000",
@@ -94,11 +95,11 @@ def test_layout_and_determinism(tmp_path):
     t = _train(tmp_path / "a")
     assert t.column_names == ["impression_id", "user_id", "item_id", "context",
                               *(f"dense_{i}" for i in range(4)), "y0", "y1", "y2", "p0", "p1", "p2"]
-    generate(cfg.derive({"data.root": str(tmp_path / "b")}))
+    generate(derive(cfg, {"data.root": str(tmp_path / "b")}))
     for split in SPLITS:
         a = ds.dataset(str(tmp_path / "a" / split)).to_table()
         assert a.equals(ds.dataset(str(tmp_path / "b" / split)).to_table()), split
-    generate(cfg.derive({"data.root": str(tmp_path / "c"), "seed": 1}))
+    generate(derive(cfg, {"data.root": str(tmp_path / "c"), "seed": 1}))
     assert not t.equals(_train(tmp_path / "c"))
 
 

@@ -8,11 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.feature_store.synthetic import SPLITS
-from pipelines.feature_store.synthetic_sequences import (
+from pipelines.synthetic.parts import SPLITS, rank_auc
+from pipelines.synthetic.sequences import (
     SequenceWorldConfig,
     make_sequence_world,
-    rank_auc,
     score_table,
     write_sequence_store,
 )
@@ -174,7 +173,7 @@ def test_config_errors_name_the_key():
 def test_age_buckets_are_half_octaves_of_the_ages(store):
     """hist_age_bucket[j] = 1 + floor(2 log2(1 + age_j)), capped at AGE_BUCKETS (a float64
     loop over the raw ages, not the generator's vectorised function)."""
-    from pipelines.feature_store.synthetic_sequences import AGE_BUCKETS
+    from pipelines.synthetic.sequences import AGE_BUCKETS
 
     root, _ = store
     t = _load(root).slice(0, 2_000)

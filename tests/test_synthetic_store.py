@@ -3,7 +3,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.feature_store.synthetic import SPLITS, generate
+from pipelines.synthetic.parts import SPLITS
+from pipelines.synthetic.store import generate
 from recmtl.config import load_config
 
 

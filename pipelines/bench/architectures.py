@@ -35,8 +35,8 @@ import torch.distributed as dist
 
 from pipelines.cli import run_guarded
 from pipelines.feature_store import census
-from pipelines.feature_store.synthetic import generate
-from recmtl.config import ARCHITECTURES, Config, load_config
+from pipelines.synthetic.store import generate
+from recmtl.config import ARCHITECTURES, Config, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
@@ -146,7 +146,7 @@ def train_single(cfg: Config) -> dict[str, Any]:
     tasks: dict[str, Any] = {}
     seconds = rows = 0.0
     for task in alone:
-        r = train_one(cfg.derive({"tasks": [dataclasses.asdict(task) | {"loss_weight": 1.0}]}))
+        r = train_one(derive(cfg, {"tasks": [dataclasses.asdict(task) | {"loss_weight": 1.0}]}))
         tasks |= r["tasks"]
         seconds += r["rows"] / r["samples_per_s"]
         rows = r["rows"]
@@ -161,7 +161,7 @@ def backbone_cost(cfg: Config, top_k: int, routing: str, rows: int, reps: int = 
     ``SPARSE_E`` experts of ``COST_EXPERT_LAYERS``; ``top_k=0``: all of them, evaluated
     densely as MMoE does) on ``rows`` rows of the backbone input of ``cfg``'s first training
     batch (repeated)."""
-    model = build_model(cfg.derive({"model.arch": "sparse_moe", "model.num_experts": SPARSE_E,
+    model = build_model(derive(cfg, {"model.arch": "sparse_moe", "model.num_experts": SPARSE_E,
                                     "model.moe_top_k": top_k or SPARSE_E,
                                     "model.moe_routing": routing,
                                     "model.expert_layers": COST_EXPERT_LAYERS}))

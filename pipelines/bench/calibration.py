@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.cli import run_guarded
-from recmtl.config import Config, load_config
+from recmtl.config import Config, derive, load_config
 from recmtl.logs import quiet_third_party
 from recmtl.metrics.calibrate import calibrated_columns, fit_task_calibrators
 from recmtl.metrics.report import build_report
@@ -78,7 +78,7 @@ def bench_calibration(cfg: Config, checkpoint: str | None = None) -> dict[str, A
     if checkpoint is None:
         from pipelines.jobs.train import train
 
-        summary = train(cfg.derive({"evaluate.calibration": "none"}))
+        summary = train(derive(cfg, {"evaluate.calibration": "none"}))
         checkpoint = summary["checkpoint"]
     cols = split_columns(cfg, checkpoint)
     binary = [t.name for t in cfg.tasks if t.kind == "binary"]

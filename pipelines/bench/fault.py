@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recmtl.config import load_config
+from recmtl.config import derive, load_config
 from recmtl.logs import quiet_third_party
 from recmtl.train.launch import absolute_data_root, fit
 
@@ -28,9 +28,9 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     quiet_third_party()
     cfg = absolute_data_root(load_config(args.config, args.overrides))
-    base = cfg.derive({"train.checkpoint_every_steps": args.checkpoint_every})
+    base = derive(cfg, {"train.checkpoint_every_steps": args.checkpoint_every})
     runs = {"uninterrupted": base,
-            "killed": base.derive({"train.kill_worker_at_step": args.kill_at,
+            "killed": derive(base, {"train.kill_worker_at_step": args.kill_at,
                                    "train.max_failures": 1})}
     seconds, metrics = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

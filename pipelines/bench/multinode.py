@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recmtl.config import Config, load_config
+from recmtl.config import Config, derive, load_config
 from recmtl.logs import quiet_third_party
 from recmtl.train.launch import absolute_data_root, fit
 
@@ -98,19 +98,19 @@ def main() -> None:
     cfg = absolute_data_root(load_config(args.config, args.overrides))
     workers = cfg.train.num_workers
     cpus = int(cfg.train.cpus_per_worker)
-    base = cfg.derive({"train.checkpoint_every_steps": args.checkpoint_every})
+    base = derive(cfg, {"train.checkpoint_every_steps": args.checkpoint_every})
     seconds, metrics = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         cluster, _ = start_cluster([workers * cpus])
         try:
-            one = base.derive({"train.ray_address": cluster.address, "train.placement": "pack"})
+            one = derive(base, {"train.ray_address": cluster.address, "train.placement": "pack"})
             seconds["one"], metrics["one"] = timed_fit(one, Path(tmp) / "one")
         finally:
             ray.shutdown()
             cluster.shutdown()
         cluster, nodes = start_cluster([cpus] * workers)
         try:
-            spread = base.derive({"train.ray_address": cluster.address,
+            spread = derive(base, {"train.ray_address": cluster.address,
                                   "train.placement": "spread", "train.min_workers": 1,
                                   "train.max_failures": 1})
             seconds["two"], metrics["two"] = timed_fit(spread, Path(tmp) / "two")
@@ -121,7 +121,7 @@ def main() -> None:
                 killed))
             killer.start()
             seconds["killed"], metrics["killed"] = timed_fit(
-                spread.derive({"train.node_drill_at_step": args.drill_at}), drill_dir)
+                derive(spread, {"train.node_drill_at_step": args.drill_at}), drill_dir)
             resume = resumed_at(drill_dir)
         finally:
             ray.shutdown()

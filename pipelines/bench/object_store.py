@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.cli import run_guarded
-from pipelines.feature_store.synthetic import generate
-from recmtl.config import Config, load_config
+from pipelines.synthetic.store import generate
+from recmtl.config import Config, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
@@ -80,7 +80,7 @@ def rows_per_s(uri: str, cfg: Config) -> float:
 
 def bench(cfg: Config, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="recmtl-bench-s3-") as tmp:
-        cfg = cfg.derive({"data.root": tmp})
+        cfg = derive(cfg, {"data.root": tmp})
         generate(cfg)
         size = sum(p.stat().st_size for p in (Path(tmp) / "train").rglob("*.parquet"))
         with s3_server() as endpoint:

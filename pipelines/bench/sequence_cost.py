@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import run_guarded
-from recmtl.config import Config, config_from_dict, load_config
+from recmtl.config import Config, config_from_dict, derive, load_config
 from recmtl.logs import quiet_third_party
 
 
@@ -36,14 +36,14 @@ def with_length(cfg: Config, length: int, encoder: str, root: str) -> Config:
     bst = {"num_heads": 2, "num_layers": 1, "ffn_dim": 32} if encoder == "bst" else {}
     sparse = [f | {"sequence": f["sequence"] | {"max_len": length, "encoder": encoder} | bst}
               if f.get("sequence") else f for f in cfg.to_dict()["features"]["sparse"]]
-    return cfg.derive({"data.root": root, "synthetic.max_history_len": length,
+    return derive(cfg, {"data.root": root, "synthetic.max_history_len": length,
                        "synthetic.mean_history_len": 10.0 * length,
                        "features.sparse": sparse})
 
 
 def without_sequences(cfg: Config) -> Config:
     sparse = [f for f in cfg.to_dict()["features"]["sparse"] if not f.get("sequence")]
-    return cfg.derive({"features.sparse": sparse})
+    return derive(cfg, {"features.sparse": sparse})
 
 
 def measure(cfg: Config, steps: int) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def one(path: str, steps: int) -> None:
 
 def bench(config: str, overrides: list[str], lengths: list[int], encoders: list[str],
           steps: int, out: str) -> dict[str, Any]:
-    from pipelines.feature_store.synthetic_sequences import generate_sequences
+    from pipelines.synthetic.sequences import generate_sequences
 
     base = load_config(config, overrides)
     stores = {}

@@ -41,7 +41,7 @@ import torch
 from pipelines.bench.baseline import bench_baseline
 from pipelines.bench.ranks import bench_ranks
 from pipelines.cli import run_guarded
-from recmtl.config import Config, load_config
+from recmtl.config import Config, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.logs import quiet_third_party
@@ -180,7 +180,7 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
           f"recmtl / baseline = {ratio:.2f}x", flush=True)
 
     if not cfg.train.bf16 and (cfg.train.device == "cuda" or cpu_has_bf16()):
-        bf16 = cfg.derive({"train.bf16": True})
+        bf16 = derive(cfg, {"train.bf16": True})
         results["single_process_bf16"] = s16 = bench_ranks(bf16, steps, world=1)
         print(f"single process, train.bf16=true: {s16['samples_per_s']:,.0f} samples/s "
               f"({s16['samples_per_s'] / s['samples_per_s']:.2f}x float32); step ms "
@@ -200,8 +200,9 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
     if ray_workers:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            _, metrics = fit(cfg.derive({"train.num_workers": ray_workers, "train.max_steps_per_epoch": steps,
-                                         "train.epochs": 1}), Path(tmp), None, None)
+            run_cfg = derive(cfg, {"train.num_workers": ray_workers,
+                                   "train.max_steps_per_epoch": steps, "train.epochs": 1})
+            _, metrics = fit(run_cfg, Path(tmp), None, None)
             wall = time.perf_counter() - t0
         results["ray"] = {"workers": ray_workers,
                           # rows of all ranks over rank 0's steady-state time

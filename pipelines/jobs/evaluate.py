@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from recmtl.config import Config
+from recmtl.config import Config, derive
 from recmtl.data.reader import ParquetBatchReader, RowGroup, discover
 from recmtl.data.schema import FeatureSchema
 from recmtl.data.validate import check_nulls
@@ -47,7 +47,7 @@ from recmtl.modules.ranker import MultiTaskRanker
 def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
     """``cfg`` with ``columns`` added to ``evaluate.slices`` (``--slice`` on the command line)."""
     slices = tuple(dict.fromkeys((*cfg.evaluate.slices, *columns)))
-    return cfg.derive({"evaluate.slices": slices})
+    return derive(cfg, {"evaluate.slices": slices})
 
 
 def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,

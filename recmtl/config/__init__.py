@@ -4,6 +4,7 @@
 from recmtl.config.loading import (
     build_dataclass,
     config_from_dict,
+    derive,
     flatten,
     load_config,
     read_yaml_mapping,
@@ -35,5 +36,5 @@ __all__ = [
     "FeaturesConfig", "LossConfig",
     "ManagedCollisionConfig", "MlflowConfig", "ModelConfig", "ScheduleConfig", "SequenceConfig",
     "SparseFeatureConfig", "SyntheticConfig", "TableConfig", "TaskConfig", "TrainConfig",
-    "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping",
+    "build_dataclass", "config_from_dict", "derive", "flatten", "load_config", "read_yaml_mapping",
 ]

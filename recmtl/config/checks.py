@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from recmtl.config.multitask import check_multitask
-from recmtl.config.rmtl import check_rmtl, rmtl_tasks
+from recmtl.config.rmtl import RmtlConfig
 from recmtl.config.schema import Config, EvaluateConfig, ModelConfig, SyntheticConfig
 from recmtl.errors import ConfigError
 
@@ -163,7 +163,7 @@ def _check_model_and_loss(cfg: Config, fail: Fail) -> None:
     if cfg.loss.calibrator_weight < 0 or not 0 < cfg.loss.propensity_clip <= 1:
         fail("loss: calibrator_weight must be >= 0 and 0 < propensity_clip <= 1")
     if cfg.loss.weighting == "rmtl":
-        check_rmtl(cfg.loss.rmtl, rmtl_tasks(cfg.tasks), cfg.features.group, cfg.train.pipeline,
+        check_rmtl(cfg.loss.rmtl, cfg.rmtl_tasks(), cfg.features.group, cfg.train.pipeline,
                    fail)
 
 
@@ -296,3 +296,20 @@ def _check_storage(cfg: Config, fail: Fail) -> None:
                  "AWS_SECRET_ACCESS_KEY: docs/storage.md)")
         if where == "":
             fail(f"{key}: empty; leave it out for the default")
+
+
+def check_rmtl(rm: RmtlConfig, weighted_tasks: list[str], group: str | None, pipeline: str,
+               fail: Callable[[str], None]) -> None:
+    """Cross-field rules of ``loss.weighting: rmtl``; ``weighted_tasks``: the tasks it weights
+    (binary, over all rows, no escm2, non-zero ``loss_weight``)."""
+    if group is None:
+        fail("loss.weighting: rmtl needs features.group (the column whose rows form a session)")
+    if not weighted_tasks:
+        fail("loss.weighting: rmtl weights binary tasks over all rows (no space, no escm2) with "
+             "a non-zero loss_weight; there are none")
+    if pipeline != "none":
+        fail("loss.weighting: rmtl needs the plain step (train.pipeline: none)")
+    if rm.weight_lambda < 0 or not 0 <= rm.gamma < 1 or not 0 < rm.target_tau <= 1:
+        fail("loss.rmtl: weight_lambda >= 0, 0 <= gamma < 1 and 0 < target_tau <= 1")
+    if rm.critic_lr <= 0 or any(w < 1 for w in rm.critic_layers):
+        fail("loss.rmtl: critic_lr must be > 0 and critic_layers widths >= 1")

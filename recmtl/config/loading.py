@@ -17,13 +17,14 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from recmtl.config.checks import check_config
-from recmtl.config.schema import Config
+from recmtl.config.schema import Config, to_plain
 from recmtl.errors import ConfigError
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -60,6 +61,29 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     cfg = build_dataclass(Config, raw, source)
     check_config(cfg, source)
     return cfg
+
+
+def derive(cfg: Config, changes: Mapping[str, Any], source: str = "<derived>") -> Config:
+    """A copy of ``cfg`` with ``{"dotted.key": value}`` changes, validated like a loaded file.
+
+    Example:
+        >>> from recmtl.config.schema import FeaturesConfig, SparseFeatureConfig, TableConfig
+        >>> from recmtl.config.schema import TaskConfig
+        >>> cfg = Config("x", FeaturesConfig((TableConfig("t", 10, 4),),
+        ...                                  (SparseFeatureConfig("f", "t"),), ()),
+        ...              (TaskConfig("ctr", "click"),))
+        >>> derive(cfg, {"train.epochs": 3}).train.epochs
+        3
+        >>> derive(cfg, {"model.arch": "moe"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recmtl.errors.ConfigError: <derived>: key 'model.arch': expected one of \
+('shared_bottom', 'mmoe', ...), got 'moe'
+    """
+    raw = cfg.to_dict()
+    for key, value in changes.items():
+        set_dotted(raw, key, to_plain(value), source)
+    return config_from_dict(raw, source)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:

@@ -1,5 +1,5 @@
 """Knobs of the long-tailed synthetic store (``synthetic.kind: longtail``,
-``pipelines/feature_store/synthetic_longtail.py``): ``synthetic.longtail.*``."""
+``pipelines/synthetic/longtail.py``): ``synthetic.longtail.*``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Knobs of the multi-task generator (``synthetic.kind: multitask``), MultiTab-Bench style.
 
-The generator itself is ``pipelines/feature_store/synthetic_multitask.py``; its docstring has
+The generator itself is ``pipelines/synthetic/multitask.py``; its docstring has
 the formulas. Validation of these keys lives here too, so ``checks.py`` calls one function.
 """
 

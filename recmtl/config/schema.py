@@ -2,14 +2,14 @@
 
 Closed choices are ``Literal`` types, so the loader (``loading.py``) rejects any other value
 naming the key and the file; cross-field rules live in ``checks.py``. Derive a changed config
-with :meth:`Config.derive`, which validates the result like a loaded file.
+with ``loading.derive``, which validates the result like a loaded file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -404,40 +404,29 @@ class Config:
         """Tasks with their own tower (not composed from others), in config order."""
         return [t.name for t in self.tasks if not t.product_of]
 
+    def rmtl_tasks(self) -> list[str]:
+        return rmtl_tasks(self.tasks)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able values (tuples become lists); ``config_from_dict`` reads it back."""
-        return _to_plain(dataclasses.asdict(self))
-
-    def derive(self, changes: Mapping[str, Any], source: str = "<derived>") -> Config:
-        """A copy with ``{"dotted.key": value}`` changes, validated like a loaded file.
-
-        Example:
-            >>> cfg = Config("x", FeaturesConfig((TableConfig("t", 10, 4),),
-            ...                                  (SparseFeatureConfig("f", "t"),), ()),
-            ...              (TaskConfig("ctr", "click"),))
-            >>> cfg.derive({"train.epochs": 3}).train.epochs
-            3
-            >>> cfg.derive({"model.arch": "moe"})  # doctest: +ELLIPSIS
-            Traceback (most recent call last):
-            ...
-            recmtl.errors.ConfigError: <derived>: key 'model.arch': expected one of \
-('shared_bottom', 'mmoe', ...), got 'moe'
-        """
-        from recmtl.config.loading import config_from_dict, set_dotted
-
-        raw = self.to_dict()
-        for key, value in changes.items():
-            set_dotted(raw, key, _to_plain(value), source)
-        return config_from_dict(raw, source)
+        return to_plain(dataclasses.asdict(self))
 
 
-def _to_plain(value: Any) -> Any:
+def rmtl_tasks(tasks: Sequence[TaskConfig]) -> list[str]:
+    """The tasks ``loss.weighting: rmtl`` weights: binary, over all rows, without escm2, with a
+    non-zero ``loss_weight`` (CTR and CTCVR in the paper), in config order."""
+    return [t.name for t in tasks if t.kind == "binary" and t.space is None
+            and t.escm2 == "none" and t.loss_weight]
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses as dicts and tuples as lists, all the way down: what YAML holds."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_to_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 

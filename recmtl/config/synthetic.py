@@ -15,7 +15,7 @@ SyntheticKind = Literal["funnel", "sequences", "longtail", "multitask"]
 class SyntheticConfig:
     """Parameters of the embedded synthetic impression -> click -> conversion feature store.
 
-    ``kind``: funnel (``pipelines/feature_store/synthetic.py``) or sequences (behaviour
+    ``kind``: funnel (``pipelines/synthetic/funnel.py``) or sequences (behaviour
     histories ``hist_items`` / ``hist_categories`` / ``hist_age_hours`` that a target-aware
     model can use, ``synthetic_sequences.py``; it reads the sizes, ``latent_dim``,
     ``max_history_len``, ``mean_history_len`` and ``match_strength``, not ``extra_*`` nor
@@ -25,7 +25,7 @@ class SyntheticConfig:
     ``days`` > 0 switches from the train/valid/test store to a raw feature-store export, one
     file per day (``<data.root>/raw/day-NNNN.parquet``, ``rows_per_day`` rows each; the
     ``*_rows`` and ``rows_per_file`` keys are then unused), from the same latent-factor model
-    with a catalogue and tastes that move (``pipelines/feature_store/synthetic_days.py``):
+    with a catalogue and tastes that move (``pipelines/synthetic/days.py``):
 
     - ``new_items_per_day``: items born each day with fresh ids, as a fraction of
       ``num_items`` (the initial catalogue, itself born over the ``1 / new_items_per_day``

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recmtl.config import Config
-from recmtl.errors import DataError
+from recmtl.config import Config, derive
 from recmtl.logs import quiet_ray_runtime_env
 from recmtl.storage import checkpoint_uri, download_dir, is_uri
 from recmtl.train.entry import train_worker
@@ -24,7 +23,7 @@ def absolute_data_root(cfg: Config) -> Config:
         changes["data.root"] = os.path.abspath(cfg.data.root)
     if cfg.train.storage_path and not is_uri(cfg.train.storage_path):
         changes["train.storage_path"] = os.path.abspath(cfg.train.storage_path)
-    return cfg.derive(changes) if changes else cfg
+    return derive(cfg, changes) if changes else cfg
 
 
 def ensure_ray(num_workers: int, address: str | None = None, quiet: bool = True) -> None:
@@ -93,7 +92,7 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
     from ray.train.torch import TorchConfig
     from ray.train.v2.api.config import LoggingConfig
 
-    from recmtl.train.ray_policy import TorchTrainerDataErrorsFinal
+    from recmtl.train.ray_policy import TorchTrainerDataErrorsFinal, worker_data_error
 
     ensure_ray(cfg.train.num_workers, cfg.train.ray_address, quiet=quiet)
     use_gpu = cfg.train.device == "cuda"
@@ -133,17 +132,3 @@ def local_checkpoint(checkpoint: str, run_dir: Path) -> Path:
     if not is_uri(checkpoint):
         return Path(checkpoint)
     return download_dir(checkpoint, run_dir / "ray" / "train" / checkpoint.rstrip("/").rsplit("/", 1)[-1])
-
-
-def worker_data_error(error: BaseException) -> DataError | None:
-    """The ``DataError`` a worker raised, if that is what failed the worker group. Ray wraps a
-    worker's exception (``UserExceptionWithTraceback._base_exc``, ``RayTaskError.cause``)."""
-    for failure in getattr(error, "worker_failures", {}).values():
-        pending: list[BaseException | None] = [failure]
-        while pending:
-            e = pending.pop()
-            if isinstance(e, DataError):
-                return DataError(str(e))
-            if e is not None:
-                pending += [getattr(e, "_base_exc", None), getattr(e, "cause", None), e.__cause__]
-    return None

@@ -15,6 +15,22 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.failure_handling import FailurePolicy
 from ray.train.v2._internal.execution.failure_handling.failure_policy import FailureDecision
 
+from recmtl.errors import DataError
+
+
+def worker_data_error(error: BaseException) -> DataError | None:
+    """The ``DataError`` a worker raised, if that is what failed the worker group. Ray wraps a
+    worker's exception (``UserExceptionWithTraceback._base_exc``, ``RayTaskError.cause``)."""
+    for failure in getattr(error, "worker_failures", {}).values():
+        pending: list[BaseException | None] = [failure]
+        while pending:
+            e = pending.pop()
+            if isinstance(e, DataError):
+                return DataError(str(e))
+            if e is not None:
+                pending += [getattr(e, "_base_exc", None), getattr(e, "cause", None), e.__cause__]
+    return None
+
 
 class DataErrorsFinal(FailurePolicy):
     """Ray's own policy, except that a worker group failed by a ``DataError`` is not retried."""
@@ -24,8 +40,6 @@ class DataErrorsFinal(FailurePolicy):
         self.inner = inner
 
     def make_decision(self, training_failed_error: Any) -> FailureDecision:
-        from recmtl.train.launch import worker_data_error
-
         if worker_data_error(training_failed_error) is not None:
             return FailureDecision.RAISE
         return self.inner.make_decision(training_failed_error)

@@ -39,7 +39,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from recmtl.config import TaskConfig
-from recmtl.config.rmtl import RmtlConfig, rmtl_tasks
+from recmtl.config.rmtl import RmtlConfig
+from recmtl.config.schema import rmtl_tasks
 from recmtl.losses import task_log_probs
 from recmtl.modules.critic import SessionCritics
 

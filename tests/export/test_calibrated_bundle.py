@@ -11,7 +11,7 @@ import torch
 
 from pipelines.jobs.evaluate import evaluate
 from pipelines.jobs.export import export
-from recmtl.config import load_config
+from recmtl.config import derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.bundle import export_bundle
@@ -39,7 +39,7 @@ def checkpoint(smoke_cfg, tmp_path_factory):
 def bundle(request, smoke_cfg, checkpoint):
     """``recmtl export`` of the checkpoint: calibrators fit on valid, parity checked."""
     model, root = checkpoint
-    cfg = smoke_cfg.derive({"evaluate.calibration": request.param,
+    cfg = derive(smoke_cfg, {"evaluate.calibration": request.param,
                             "export.parity_rows": ROWS})
     out = root / f"export-{request.param}"
     result = export(cfg, root / "checkpoint", out)
@@ -109,7 +109,7 @@ def test_manifest_describes_each_calibrator(bundle):
 
 def test_evaluating_the_bundle_equals_evaluating_the_calibrated_checkpoint(bundle, tmp_path):
     cfg, _, out, _ = bundle
-    cfg = cfg.derive({"evaluate.bootstrap": 0})
+    cfg = derive(cfg, {"evaluate.bootstrap": 0})
     ckpt = evaluate(cfg, out.parent / "checkpoint", tmp_path / "ckpt")
     served = evaluate(cfg, None, tmp_path / "bundle", bundle=out)
     assert "calibration" in ckpt and "calibration" not in served
@@ -119,7 +119,7 @@ def test_evaluating_the_bundle_equals_evaluating_the_calibrated_checkpoint(bundl
 
 
 def test_export_bundle_refuses_a_calibration_the_config_does_not_ask_for(smoke_cfg, tmp_path):
-    cfg = smoke_cfg.derive({"evaluate.calibration": "isotonic"})
+    cfg = derive(smoke_cfg, {"evaluate.calibration": "isotonic"})
     model = build_model(cfg, seed=1).eval()
     batch = _first_batch(cfg, 64)
     with pytest.raises(ValueError, match="evaluate.calibration is 'isotonic' but the "

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipelines.cli import main
-from recmtl.config import ARCHITECTURES, load_config
+from recmtl.config import ARCHITECTURES, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.bundle import export_bundle
@@ -26,7 +26,7 @@ ROWS = 300
 
 
 def _export(cfg, out, seed=7, **export_overrides):
-    cfg = cfg.derive({f"export.{k}": v for k, v in export_overrides.items()})
+    cfg = derive(cfg, {f"export.{k}": v for k, v in export_overrides.items()})
     model = build_model(cfg, seed=seed).eval()
     reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), ROWS)
     batch = next(iter(reader.epoch(0)))
@@ -160,7 +160,7 @@ def test_aot_inductor_backend(smoke_cfg, tmp_path):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_exports_with_parity_on_both_backends(arch, smoke_cfg, tmp_path):
-    cfg = smoke_cfg.derive({"model.arch": arch})
+    cfg = derive(smoke_cfg, {"model.arch": arch})
     cfg, model, batch, _ = _export(cfg, tmp_path, seed=3)
     for backend in ("torch", "onnx"):
         diffs = check_parity(model, BundleScorer(tmp_path, backend), batch, cfg.tasks, atol=1e-5)
@@ -169,7 +169,7 @@ def test_every_architecture_exports_with_parity_on_both_backends(arch, smoke_cfg
 
 def test_sparse_moe_capacity_and_shared_router_export_with_parity(smoke_cfg, tmp_path):
     # Capacity drops depend on the batch: the exported graph keeps the bound symbolic in B.
-    cfg = smoke_cfg.derive({"model.arch": "sparse_moe", "model.moe_capacity_factor": 0.8,
+    cfg = derive(smoke_cfg, {"model.arch": "sparse_moe", "model.moe_capacity_factor": 0.8,
                             "model.moe_shared_router": True})
     cfg, model, batch, _ = _export(cfg, tmp_path, seed=4)
     for backend in ("torch", "onnx"):

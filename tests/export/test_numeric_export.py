@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from recmtl.config import load_config
+from recmtl.config import derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.errors import ConfigError
@@ -18,7 +18,7 @@ ROWS = 300
 
 @pytest.fixture(scope="module")
 def periodic(smoke_cfg, tmp_path_factory):
-    cfg = smoke_cfg.derive({"model.numeric_encoding": "periodic", "model.numeric_dim": 3,
+    cfg = derive(smoke_cfg, {"model.numeric_encoding": "periodic", "model.numeric_dim": 3,
                             "model.numeric_frequencies": 5, "model.numeric_sigma": 0.5})
     model = build_model(cfg, seed=11).eval()
     reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), ROWS)
@@ -34,7 +34,7 @@ def test_dense_floats_enter_the_backbone_encoded(periodic):
     num_dense = len(cfg.features.dense)
     assert num_dense > 0 and encoder.output_dim == 3 * num_dense
     assert encoder.frequencies.shape == (num_dense, 5)
-    plain = build_model(cfg.derive({"model.numeric_encoding": "none"}), seed=11)
+    plain = build_model(derive(cfg, {"model.numeric_encoding": "none"}), seed=11)
     assert plain.dense_ranker.dense_encoder is None
     # The backbone's input widens by (dim - 1) per dense float.
     width = {name: p.shape for name, p in model.dense_ranker.backbone.named_parameters()}
@@ -89,7 +89,7 @@ def test_numeric_configs_load():
 def test_piecewise_linear_bundle_keeps_the_trained_edges(smoke_cfg, tmp_path):
     """Edges from the data, loaded into a model built without them (as a restore does),
     exported: the bundle scores as the model with the data's edges."""
-    cfg = smoke_cfg.derive({"model.numeric_encoding": "piecewise_linear", "model.numeric_bins": 6,
+    cfg = derive(smoke_cfg, {"model.numeric_encoding": "piecewise_linear", "model.numeric_bins": 6,
                             "model.numeric_dim": 3})
     reader = ParquetBatchReader(f"{cfg.data.root}/test", FeatureSchema.from_config(cfg), ROWS)
     batch = next(iter(reader.epoch(0)))

@@ -18,7 +18,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from pipelines.feature_store.prepare import prepare
 from pipelines.jobs.export import export
-from recmtl.config import SequenceConfig, load_config
+from recmtl.config import SequenceConfig, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.parity import check_parity
@@ -41,7 +41,7 @@ def store(tmp_path_factory):
 def _with_sequence(cfg, encoder):
     seq = SequenceConfig(query="item_id", max_len=MAX_LEN, encoder=encoder, num_heads=2,
                          ffn_dim=8, attention_layers=(8,))
-    return cfg.derive({"features.sparse": [replace(f, sequence=seq) if f.name == "hist_items"
+    return derive(cfg, {"features.sparse": [replace(f, sequence=seq) if f.name == "hist_items"
                                            else f for f in cfg.features.sparse]})
 
 
@@ -203,7 +203,7 @@ def test_side_lists_reach_the_keys_in_the_bundle(store, tmp_path):
     seq = SequenceConfig(query="item_id", max_len=MAX_LEN, attention_layers=(8,),
                          side=("hist_cats",))
     cfg = load_config(out / "shop.yaml")
-    cfg = cfg.derive({"features.sparse": [replace(f, sequence=seq) if f.name == "hist_items"
+    cfg = derive(cfg, {"features.sparse": [replace(f, sequence=seq) if f.name == "hist_items"
                                           else f for f in cfg.features.sparse]})
     model = build_model(cfg, seed=7).eval()
     rng = np.random.default_rng(3)

@@ -15,7 +15,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from pipelines.jobs.calibrate import fit_calibration
 from pipelines.jobs.evaluate import evaluate
-from recmtl.config import ConfigError, TaskConfig, load_config
+from recmtl.config import ConfigError, TaskConfig, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.metrics.calibrate import fit_task_calibrators
@@ -41,7 +41,7 @@ def _logits(cfg, model, split):
 def isotonic_run(smoke_cfg, trained):
     """``recmtl evaluate`` of the checkpoint with every isotonic knot kept (sklearn's curve)."""
     _, root = trained
-    cfg = smoke_cfg.derive({"evaluate.calibration": "isotonic", "evaluate.bootstrap": 0,
+    cfg = derive(smoke_cfg, {"evaluate.calibration": "isotonic", "evaluate.bootstrap": 0,
                             "evaluate.calibration_max_knots": None,
                             "evaluate.save_predictions": True})
     report = evaluate(cfg, root / "checkpoint", root / "isotonic")
@@ -86,7 +86,7 @@ def test_isotonic_equals_sklearn_fit_on_valid_applied_to_test(smoke_cfg, trained
 def test_monotone_maps_keep_auc_and_the_product_stays_below_its_parts(smoke_cfg, trained,
                                                                       tmp_path):
     _, root = trained
-    cfg = smoke_cfg.derive({"evaluate.calibration": "platt", "evaluate.bootstrap": 0,
+    cfg = derive(smoke_cfg, {"evaluate.calibration": "platt", "evaluate.bootstrap": 0,
                             "evaluate.save_predictions": True})
     report = evaluate(cfg, root / "checkpoint", tmp_path)
     for task in ("ctr", "cvr"):  # a strictly increasing map cannot reorder rows
@@ -114,7 +114,7 @@ def test_report_page_shows_before_and_after(isotonic_run, trained):
 
 def test_fit_uses_the_valid_split_only(smoke_cfg, trained):
     model, _ = trained
-    cfg = smoke_cfg.derive({"evaluate.calibration": "temperature"})
+    cfg = derive(smoke_cfg, {"evaluate.calibration": "temperature"})
     fitted = fit_calibration(cfg, model)
     valid = _logits(cfg, model, "valid")
     assert fitted.tasks["ctr"]["rows"] == len(valid["click"])

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines.cli import main
 from pipelines.jobs.evaluate import evaluate
+from recmtl.config import derive
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.errors import DataError
@@ -27,7 +28,7 @@ def model_and_bundle(smoke_cfg, tmp_path_factory):
     """An untrained model saved as a checkpoint and exported as a bundle (as tests/export does:
     one reader batch as the example input; no ONNX, to stay fast)."""
     root = tmp_path_factory.mktemp("eval_bundle")
-    cfg = smoke_cfg.derive({"export.onnx": False, "evaluate.slices": [SLICE],
+    cfg = derive(smoke_cfg, {"export.onnx": False, "evaluate.slices": [SLICE],
                             "evaluate.save_predictions": True, "evaluate.bootstrap": 50})
     model = build_model(cfg, seed=7).eval()
     dcp.save({"model": model.state_dict()}, checkpoint_id=str(root / "checkpoint"), no_dist=True)
@@ -86,7 +87,7 @@ def test_report_files_and_html_slice_table(model_and_bundle):
 
 def test_missing_slice_column_names_file_and_column(model_and_bundle, tmp_path):
     cfg, root = model_and_bundle
-    cfg = cfg.derive({"evaluate.slices": ["nope"]})
+    cfg = derive(cfg, {"evaluate.slices": ["nope"]})
     with pytest.raises(DataError, match=r"part-00000\.parquet: column 'nope' is missing"):
         evaluate(cfg, root / "checkpoint", tmp_path)
 

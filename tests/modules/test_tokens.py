@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from recmtl.config import derive
 from recmtl.models.builder import build_dense_ranker, input_blocks
 from recmtl.modules.tokens import FeatureTokenizer
 
@@ -37,7 +38,7 @@ def test_only_blocks_or_only_scalars_and_bad_widths():
 
 @pytest.mark.parametrize("interaction", ["dot", "none"])
 def test_builder_gives_each_pooled_feature_and_dense_float_its_own_token(smoke_cfg, interaction):
-    cfg = smoke_cfg.derive({"model.arch": "multitab", "model.interaction": interaction})
+    cfg = derive(smoke_cfg, {"model.arch": "multitab", "model.interaction": interaction})
     ranker = build_dense_ranker(cfg).double()
     num_sparse, num_dense, dim = len(cfg.features.sparse), len(cfg.features.dense), 8
     pairs = num_sparse * (num_sparse - 1) // 2

@@ -4,6 +4,7 @@
 import numpy as np
 import torch
 
+from recmtl.config import derive
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.models.builder import build_model
@@ -44,7 +45,7 @@ def _switch_loss_float64(moe, x):
 def test_balance_loss_enters_the_total_with_its_weight(smoke_cfg):
     # Task routing, whose loss _switch_loss_float64 re-computes (sample routing's loss is
     # checked in tests/modules/test_sparse_moe.py).
-    cfg = smoke_cfg.derive({"model.arch": "sparse_moe", "model.num_experts": 6,
+    cfg = derive(smoke_cfg, {"model.arch": "sparse_moe", "model.num_experts": 6,
                             "model.moe_top_k": 2, "model.moe_routing": "task"})
     batch, weight = _batch(cfg), 0.5
     model, with_aux, logged = _one_step(cfg, batch, weight)
@@ -76,8 +77,8 @@ def test_balance_loss_enters_the_total_with_its_weight(smoke_cfg):
 
 def test_other_architectures_have_no_auxiliary_loss(smoke_cfg):
     batch = _batch(smoke_cfg)
-    model = build_model(smoke_cfg.derive({"model.arch": "multitab"}))
+    model = build_model(derive(smoke_cfg, {"model.arch": "multitab"}))
     model(batch.dense, batch.sparse)
     assert model.auxiliary_loss() is None
-    sparse = build_model(smoke_cfg.derive({"model.arch": "sparse_moe"}))
+    sparse = build_model(derive(smoke_cfg, {"model.arch": "sparse_moe"}))
     assert sparse.auxiliary_loss() is None  # no forward yet

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.cli import main
 from pipelines.jobs.train import train
+from recmtl.config import derive
 from recmtl.data.fingerprint import data_fingerprint
 from recmtl.train.tracking import config_hash
 from tests.conftest import with_output
@@ -25,7 +26,7 @@ def _artifacts(client, run_id, path=""):
 
 def test_train_on_two_ray_workers_lands_in_mlflow(smoke_cfg, ray_local, tmp_path):
     cfg = with_output(smoke_cfg, tmp_path)
-    cfg = cfg.derive({"mlflow.system_metrics_interval_s": 1.0, "evaluate.save_predictions": True})
+    cfg = derive(cfg, {"mlflow.system_metrics_interval_s": 1.0, "evaluate.save_predictions": True})
     summary = train(cfg)
 
     client = MlflowClient(cfg.mlflow.tracking_uri)

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from torchrec.modules.mc_modules import LFU_EvictionPolicy, MCHManagedCollisionModule
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recmtl.config import derive
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.inputs import BundleError, lookup_rows, rows_to_inputs
@@ -118,7 +119,7 @@ def _managed_cfg(cfg, rows=500, interval=2):
         "num_embeddings": rows, "managed_collision": {"eviction": "lfu",
                                                       "eviction_interval": interval}}
         for t in cfg.to_dict()["features"]["tables"]]
-    return cfg.derive({"features.tables": tables, "train.pipeline": "none"})
+    return derive(cfg, {"features.tables": tables, "train.pipeline": "none"})
 
 
 def _local_rows(dmp, optimizer, table):
@@ -165,7 +166,7 @@ def test_worker_loop_trains_and_exports_a_managed_table(smoke_cfg, tmp_path, one
     from recmtl.train.job import WorkerJob
     from recmtl.train.worker import run_worker, train_readers
 
-    cfg = _managed_cfg(smoke_cfg).derive({"train.max_steps_per_epoch": 12})
+    cfg = derive(_managed_cfg(smoke_cfg), {"train.max_steps_per_epoch": 12})
     run_worker(WorkerJob(cfg, checkpoint_root=str(tmp_path / "ckpt")))
     model = load_unsharded(cfg, tmp_path / "ckpt" / "epoch-0000")
     assert model.managed_ids is not None

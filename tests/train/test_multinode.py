@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from pipelines.bench.multinode import kill_node_at_drill, start_cluster
+from recmtl.config import derive
 from recmtl.data.reader import split_evenly
 from recmtl.train.checkpoint import load_progress
 from recmtl.train.launch import fit, scaling_config
@@ -36,7 +37,7 @@ def test_two_nodes_train_one_worker_each(smoke_cfg, two_nodes, tmp_path):
     """In CI (the node-loss test below is heavy): spread placement puts the two workers on the
     two nodes, and a short run finishes with both node ids recorded."""
     cluster, second = two_nodes
-    cfg = smoke_cfg.derive({"train.ray_address": cluster.address, "train.placement": "spread",
+    cfg = derive(smoke_cfg, {"train.ray_address": cluster.address, "train.placement": "spread",
                             "train.max_steps_per_epoch": 4, "train.epochs": 1})
     _, metrics = fit(cfg, tmp_path / "run", None, None)
     assert metrics["world"] == 2
@@ -51,7 +52,7 @@ def test_two_nodes_then_a_lost_node_resumes_on_the_rest_with_every_row(smoke_cfg
     steps = train_readers(smoke_cfg, 0, 2)[0].num_batches
     assert steps == 59  # 30,000 rows, 256 per rank and step on 2 workers
     # Checkpoints at global steps 20, 40, epoch 0's end (59), 60, 80; the drill holds at 90.
-    cfg = smoke_cfg.derive({"train.ray_address": cluster.address, "train.placement": "spread",
+    cfg = derive(smoke_cfg, {"train.ray_address": cluster.address, "train.placement": "spread",
                             "train.min_workers": 1, "train.max_failures": 1, "train.epochs": 2,
                             "train.checkpoint_every_steps": 20, "train.node_drill_at_step": 90})
     run_dir = tmp_path / "run"
@@ -86,10 +87,10 @@ def test_scaling_config_elastic_spread_and_storage(smoke_cfg, tmp_path):
     fixed = scaling_config(smoke_cfg)
     assert fixed.num_workers == 2 and fixed.placement_strategy == "PACK"
     assert not fixed.elasticity_enabled
-    cfg = smoke_cfg.derive({"train.min_workers": 1, "train.placement": "spread",
+    cfg = derive(smoke_cfg, {"train.min_workers": 1, "train.placement": "spread",
                             "train.storage_path": "s3://bucket/ckpt/"})
     elastic = scaling_config(cfg)
     assert elastic.num_workers == (1, 2) and elastic.placement_strategy == "SPREAD"
     assert elastic.elasticity_enabled and (elastic.min_workers, elastic.max_workers) == (1, 2)
     # min_workers = num_workers is a fixed group
-    assert scaling_config(cfg.derive({"train.min_workers": 2})).num_workers == 2
+    assert scaling_config(derive(cfg, {"train.min_workers": 2})).num_workers == 2

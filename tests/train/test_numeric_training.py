@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from recmtl.config import derive
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded
 from recmtl.train.job import Tracking, WorkerJob
@@ -21,7 +22,7 @@ def one_rank_group(tmp_path):
 
 
 def test_periodic_encoding_trains_and_restores(smoke_cfg, tmp_path, one_rank_group):
-    cfg = smoke_cfg.derive({"model.numeric_encoding": "periodic", "model.numeric_dim": 4,
+    cfg = derive(smoke_cfg, {"model.numeric_encoding": "periodic", "model.numeric_dim": 4,
                             "model.numeric_frequencies": 6, "train.max_steps_per_epoch": 8,
                             "train.log_every": 4})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -39,7 +40,7 @@ def test_periodic_encoding_trains_and_restores(smoke_cfg, tmp_path, one_rank_gro
 
 
 def test_piecewise_linear_edges_come_from_the_train_rows(smoke_cfg, tmp_path, one_rank_group):
-    cfg = smoke_cfg.derive({"model.numeric_encoding": "piecewise_linear", "model.numeric_bins": 5,
+    cfg = derive(smoke_cfg, {"model.numeric_encoding": "piecewise_linear", "model.numeric_bins": 5,
                             "model.numeric_dim": 3, "train.max_steps_per_epoch": 4,
                             "train.log_every": 2})
     run_worker(WorkerJob(cfg, checkpoint_root=str(tmp_path / "ckpt")))

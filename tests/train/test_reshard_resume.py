@@ -7,6 +7,7 @@ import shutil
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from recmtl.config import derive
 from recmtl.data.reader import split_evenly
 from recmtl.train.checkpoint import load_progress
 from recmtl.train.job import WorkerJob
@@ -25,7 +26,7 @@ def _worker(rank, world, port, cfg, root):
 
 
 def test_two_ranks_checkpoint_mid_epoch_one_rank_finishes_it(smoke_cfg, tmp_path):
-    cfg = smoke_cfg.derive({"train.checkpoint_every_steps": 20})
+    cfg = derive(smoke_cfg, {"train.checkpoint_every_steps": 20})
     root = tmp_path / "ckpt"
     mp.spawn(_worker, args=(2, free_port(), cfg, str(root)), nprocs=2)
     assert load_progress(root / "epoch-0000-step-00000020") == {

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from recmtl.config import derive
 from recmtl.data.reader import split_evenly
 from recmtl.train.checkpoint import load_progress, load_unsharded
 from recmtl.train.job import WorkerJob
@@ -16,7 +17,7 @@ from recmtl.train.worker import run_worker, train_readers
 
 
 def _cfg(cfg, **train):
-    return cfg.derive({f"train.{k}": v for k, v in train.items()})
+    return derive(cfg, {f"train.{k}": v for k, v in train.items()})
 
 
 @pytest.mark.parametrize("weighting", ["fixed", "rmtl"])
@@ -24,7 +25,7 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_p
     """Resumed from step 5, the model at step 12 equals the uninterrupted one. With rmtl the
     loss weights come from the critics, so this holds only if they are restored too (new
     critics from the seed would weigh steps 6..12 differently)."""
-    cfg = _cfg(smoke_cfg, max_steps_per_epoch=12, checkpoint_every_steps=5).derive(
+    cfg = derive(_cfg(smoke_cfg, max_steps_per_epoch=12, checkpoint_every_steps=5), 
         {"loss.weighting": weighting})
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
                             world_size=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from recmtl.config import ARCHITECTURES, ConfigError, TaskConfig, load_config
+from recmtl.config import ARCHITECTURES, ConfigError, TaskConfig, derive, load_config
 from recmtl.config.rmtl import RmtlConfig
 from recmtl.losses import task_losses
 from recmtl.modules.critic import SessionCritics
@@ -109,7 +109,7 @@ def test_every_architecture_trains_with_rmtl(arch, smoke_cfg, one_rank_group):
     from recmtl.train.sharding import shard_model
     from recmtl.train.worker import train_readers
 
-    cfg = smoke_cfg.derive({"model.arch": arch, "loss.weighting": "rmtl"})
+    cfg = derive(smoke_cfg, {"model.arch": arch, "loss.weighting": "rmtl"})
     torch.manual_seed(0)
     dmp, opt, _ = shard_model(build_model(cfg, embedding_device="meta"), cfg.train,
                               torch.device("cpu"))

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from recmtl.config import derive
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.models.builder import build_model
@@ -23,7 +24,7 @@ WEIGHT = "embeddings.embedding_bags.user.weight"
 def _decay_cfg(cfg, wd, mode):
     tables = [t | {"weight_decay": wd, "weight_decay_mode": mode} if t["name"] == "user" else t
               for t in cfg.to_dict()["features"]["tables"]]
-    return cfg.derive({"features.tables": tables})
+    return derive(cfg, {"features.tables": tables})
 
 
 def _whole(dmp):
@@ -110,8 +111,8 @@ def _train(cfg, root):
 
 def test_the_worker_loop_decays_the_rows_it_trains(smoke_cfg, tmp_path):
     steps = {"train.max_steps_per_epoch": 6}
-    plain = _train(smoke_cfg.derive(steps), tmp_path / "plain")
-    decayed = _train(_decay_cfg(smoke_cfg, 2.0, "decoupled").derive(steps), tmp_path / "decay")
+    plain = _train(derive(smoke_cfg, steps), tmp_path / "plain")
+    decayed = _train(derive(_decay_cfg(smoke_cfg, 2.0, "decoupled"), steps), tmp_path / "decay")
     moved = (plain != decayed).any(dim=1)
     assert 0 < int(moved.sum()) < plain.shape[0]  # the looked-up rows, not the table
     assert decayed[moved].norm(dim=1).mean() < plain[moved].norm(dim=1).mean()

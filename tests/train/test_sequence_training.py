@@ -13,9 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from pipelines.feature_store.synthetic import generate
 from pipelines.jobs.train import train
-from recmtl.config import ARCHITECTURES, ConfigError, load_config
+from pipelines.synthetic.store import generate
+from recmtl.config import ARCHITECTURES, ConfigError, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.scorer import BundleScorer
@@ -42,7 +42,7 @@ def seq_cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("seq_data")
     cfg = load_config("configs/sequences/din.yaml", [f"data.root={root}", *TINY])
     cfg = _with_sequences(cfg, max_len=8)
-    cfg = cfg.derive({"features.tables": [
+    cfg = derive(cfg, {"features.tables": [
         replace(t, num_embeddings=ROWS.get(t.name, t.num_embeddings))
         for t in cfg.features.tables]})
     generate(cfg)
@@ -51,7 +51,7 @@ def seq_cfg(tmp_path_factory):
 
 def _with_sequences(cfg, **changes):
     """The config with ``changes`` to every sequence's settings."""
-    return cfg.derive({"features.sparse": [
+    return derive(cfg, {"features.sparse": [
         replace(f, sequence=replace(f.sequence, **changes)) if f.sequence else f
         for f in cfg.features.sparse]})
 
@@ -67,7 +67,7 @@ def one_rank_group(tmp_path):
 def test_worker_loop_trains_each_architecture_with_sequences(arch, encoder, seq_cfg, tmp_path,
                                                              one_rank_group):
     # With dot: dtrn pairs per task, infnet pairs all but the histories' items.
-    cfg = seq_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 6,
+    cfg = derive(seq_cfg, {"model.arch": arch, "train.max_steps_per_epoch": 6,
                           "train.log_every": 3, "model.interaction": "dot"})
     cfg = _with_sequences(cfg, encoder=encoder)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -164,7 +164,7 @@ def test_warm_start_refuses_sequence_features(seq_cfg, tmp_path):
 def test_train_job_exports_a_sequence_model(seq_cfg, ray_local, tmp_path):
     """`recmtl train` on the DIN config ends with its bundle, parity-checked on held-out rows
     on both backends, and an MLflow model that scores rows with list columns."""
-    cfg = with_output(seq_cfg, tmp_path).derive({"train.max_steps_per_epoch": 6})
+    cfg = derive(with_output(seq_cfg, tmp_path), {"train.max_steps_per_epoch": 6})
     summary = train(cfg)
     assert summary["export"] is not None and summary["model_uri"] is not None
     assert set(summary["parity_max_abs_diff"]) == {"torch", "onnx"}

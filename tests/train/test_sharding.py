@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from recmtl.config import derive
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.losses import multitask_loss
@@ -70,7 +71,7 @@ def test_per_table_sharding_and_optimizers_from_config(smoke_cfg, tmp_path):
         elif t.name == "category":
             t = dataclasses.replace(t, sharding=("table_wise",), optimizer="sgd", lr=0.5)
         tables.append(t)
-    cfg = smoke_cfg.derive({"features.tables": tables})
+    cfg = derive(smoke_cfg, {"features.tables": tables})
     mp.spawn(_worker, args=(2, free_port(), cfg, str(tmp_path), True), nprocs=2)
     plan = torch.load(tmp_path / "plan0.pt")
     kinds: dict[str, str] = {}

@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.jobs.train import train
+from recmtl.config import derive
 from recmtl.train.tracking import MetricBuffer, TrackingUnavailable, check_reachable
 from tests.conftest import with_output
 from tests.ports import free_port
@@ -47,7 +48,7 @@ def test_unreachable_server_fails_fast_before_any_compute(smoke_cfg, tmp_path):
         check_reachable(uri)
     assert time.perf_counter() - t0 < 15
     cfg = with_output(smoke_cfg, tmp_path)
-    cfg = cfg.derive({"mlflow.tracking_uri": uri})
+    cfg = derive(cfg, {"mlflow.tracking_uri": uri})
     with pytest.raises(TrackingUnavailable):
         train(cfg)
     assert not (tmp_path / "runs").exists()  # no run directory, no Ray, no training

@@ -12,6 +12,7 @@ import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint import FileSystemReader
 
+from recmtl.config import derive
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.losses import multitask_loss
@@ -107,7 +108,7 @@ def test_grown_and_remapped_tables_keep_surviving_rows(smoke_cfg, tmp_path):
     _run(_train_and_save, 2, smoke_cfg, tmp_path, SAVE_PLAN)
     tables = [dataclasses.replace(t, num_embeddings=2600) if t.name == "user" else t
               for t in smoke_cfg.features.tables]
-    grown = smoke_cfg.derive({"features.tables": tables})
+    grown = derive(smoke_cfg, {"features.tables": tables})
     # item: rows 5 and 6 retired and recycled for new values, 7 moves to 999, 999 is dropped
     item_old = np.array([i for i in range(1000) if i not in (5, 6, 999)], dtype=np.int64)
     item_new = np.where(item_old == 7, 999, item_old)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from recmtl.config import ARCHITECTURES
+from recmtl.config import ARCHITECTURES, derive
 from recmtl.models.builder import build_model
 from recmtl.train.checkpoint import load_unsharded
 from recmtl.train.job import Tracking, WorkerJob
@@ -35,7 +35,7 @@ def _train_logged(cfg, tmp_path):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_worker_loop_trains_each_architecture(arch, smoke_cfg, tmp_path, one_rank_group):
-    cfg = smoke_cfg.derive({"model.arch": arch, "train.max_steps_per_epoch": 8,
+    cfg = derive(smoke_cfg, {"model.arch": arch, "train.max_steps_per_epoch": 8,
                             "train.log_every": 4})
     client, run_id = _train_logged(cfg, tmp_path)
     losses = [m.value for m in client.get_metric_history(run_id, "train/loss_ctr")]

@@ -60,14 +60,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.feature_store.synthetic import (
-    NUM_DEVICES,
-    NUM_HOURS,
-    SPLITS,
-    World,
-    make_world,
-    write_split,
-)
+from pipelines.synthetic.funnel import NUM_DEVICES, NUM_HOURS, World, make_world
+from pipelines.synthetic.parts import SPLITS, rank_auc, write_split
 from recmtl.config import Config, SyntheticConfig
 
 SHARPNESS = 4.0  # of the similarity kernel exp(SHARPNESS * (cos - 1))
@@ -423,20 +417,6 @@ def _split_summary(t: pa.Table) -> dict:
                 "conversion": rank_auc(conv, p["p_conversion"]),
                 "cvr": rank_auc(conv[click], p["p_conversion_given_click"][click])},
     }
-
-
-def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties at their average rank; NaN when
-    only one class is present."""
-    labels = np.asarray(labels, bool)
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    # 1-based average rank of each distinct value: its last rank minus (count - 1) / 2.
-    average = np.cumsum(counts) - (counts - 1) / 2.0
-    rank_sum = average[inverse][labels].sum()
-    return float((rank_sum - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

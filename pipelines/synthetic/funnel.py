@@ -14,23 +14,20 @@ from known probabilities, which are written beside the labels so the oracle AUC 
 Every split is written as several Parquet part files with row groups sized for streaming.
 Deterministic by seed: the same config and seed give byte-identical columns. With
 ``synthetic.days > 0`` the same model writes a raw export per day instead, with catalogue
-churn and drift (``synthetic_days.py``).
+churn and drift (``days.py``).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipelines.synthetic.parts import SPLITS, write_split
 from recmtl.config import Config, SyntheticConfig
 
-SPLITS = ("train", "valid", "test")
 NUM_HOURS = 24
 NUM_DEVICES = 4
 NUM_SLOTS = 10
@@ -195,29 +192,9 @@ def funnel_logits(world: World, users: np.ndarray, items: np.ndarray, hour: np.n
     return click_logit, conv_logit
 
 
-def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
-    """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split.
-    With ``synthetic.days > 0``, the daily raw export instead (``synthetic_days.py``); with
-    ``synthetic.kind: sequences``, the store with behaviour histories (``synthetic_sequences.py``);
-    with ``longtail``, a raw export with Zipf ids for `recmtl prepare` (``synthetic_longtail.py``);
-    with ``multitask``, tasks with set correlation and complexity (``synthetic_multitask.py``)."""
+def generate_funnel(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
+    """Writes ``root/{train,valid,test}/part-NNNNN.parquet``; returns rows written per split."""
     syn = cfg.synthetic
-    if syn.kind == "multitask":
-        from pipelines.feature_store.synthetic_multitask import generate_multitask
-
-        return generate_multitask(cfg, root)
-    if syn.kind == "sequences":
-        from pipelines.feature_store.synthetic_sequences import generate_sequences
-
-        return generate_sequences(cfg, root)
-    if syn.kind == "longtail":
-        from pipelines.feature_store.synthetic_longtail import generate_longtail
-
-        return generate_longtail(cfg, root)
-    if syn.days > 0:
-        from pipelines.feature_store.synthetic_days import generate_days
-
-        return generate_days(cfg, root)
     root = Path(root or cfg.data.root)
     world = make_world(syn, cfg.seed)
     counts = {}
@@ -233,33 +210,6 @@ def generate(cfg: Config, root: str | Path | None = None) -> dict[str, int]:
         first_id += rows
         counts[split] = rows
     return counts
-
-
-def write_split(out: Path, rows: int, rows_per_file: int, row_group_size: int, first_id: int,
-                rng: np.random.Generator,
-                sample: Callable[[int, np.random.Generator, int], pa.Table]) -> Iterator[pa.Table]:
-    """Replaces ``out/part-*.parquet`` with ``rows`` rows, ``rows_per_file`` per file, each file
-    ``sample(n, rng, first_id_of_its_rows)``; yields every table once written (the generators of
-    the other store kinds summarise them). Consume it whole: files are written as it runs."""
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("part-*.parquet"):
-        old.unlink()
-    for part, start in enumerate(range(0, rows, rows_per_file)):
-        table = sample(min(rows_per_file, rows - start), rng, first_id + start)
-        pq.write_table(table, out / f"part-{part:05d}.parquet", row_group_size=row_group_size)
-        yield table
-
-
-def run(cfg: Config) -> None:
-    """`recmtl generate`: writes the feature store and prints what it wrote."""
-    t0 = time.perf_counter()
-    counts = generate(cfg)
-    took = time.perf_counter() - t0
-    total = sum(counts.values())
-    raw = cfg.synthetic.days > 0 or cfg.synthetic.kind == "longtail"
-    where = Path(cfg.data.root) / "raw" if raw else cfg.data.root
-    print(f"wrote {total:,} rows to {where} in {took:.1f}s "
-          f"({', '.join(f'{k}={v:,}' for k, v in counts.items())})")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.feature_store.synthetic import (
+from pipelines.synthetic.funnel import (
     NUM_DEVICES,
     NUM_HOURS,
     NUM_SLOTS,

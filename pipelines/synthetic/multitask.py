@@ -34,8 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipelines.feature_store.synthetic import SPLITS, write_split
-from pipelines.feature_store.synthetic_sequences import rank_auc
+from pipelines.synthetic.parts import SPLITS, rank_auc, write_split
 from recmtl.config import Config, SyntheticConfig
 from recmtl.config.multitask import MultitaskConfig
 
