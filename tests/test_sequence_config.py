@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from recmtl.config import ConfigError, derive, load_config
-from recmtl.models.builder import embedding_configs, pooled_width, sequence_embedding_configs
+from recmtl.models.features import embedding_configs, pooled_width, sequence_embedding_configs
 
 
 @pytest.fixture(scope="module")

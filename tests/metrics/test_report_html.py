@@ -10,7 +10,8 @@ import torch
 from recmtl.config.schema import ModelConfig
 from recmtl.metrics.html import render_html
 from recmtl.metrics.report import format_table
-from recmtl.models.builder import BACKBONES
+from recmtl.models.architecture import BackboneInputs
+from recmtl.models.registry import ARCHITECTURES
 from recmtl.modules.diagnostics import ExpertProbe
 from tests.metrics.helpers import funnel_report
 from tests.metrics.page_parts import (
@@ -110,7 +111,7 @@ def test_gate_heatmap_rows_are_named_by_task_and_columns_by_expert():
 ])
 def test_every_architectures_gates_get_named_rows(arch, expected):
     # The gates a real backbone has, as `recmtl evaluate` probes them.
-    backbone = BACKBONES[arch](ModelConfig(arch=arch), 8, ["ctr", "cvr"])
+    backbone = ARCHITECTURES[arch].build(ModelConfig(arch=arch), BackboneInputs.flat(8), ["ctr", "cvr"])
     probe = ExpertProbe(backbone)
     with probe, torch.no_grad():
         backbone(torch.randn(16, 8))

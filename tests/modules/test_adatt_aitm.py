@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from recmtl.config import ModelConfig
-from recmtl.models.builder import BACKBONES
+from recmtl.models.architecture import BackboneInputs
+from recmtl.models.registry import ARCHITECTURES
 from recmtl.modules.aitm import AITMTransfer
 
 
@@ -12,7 +13,7 @@ def _adatt(**kw):
     cfg = ModelConfig(arch="adatt", num_experts=2, task_experts=2, num_levels=2,
                       expert_layers=(4,), **kw)
     torch.manual_seed(0)
-    return BACKBONES["adatt"](cfg, 6, ["a", "b", "c"]).double()
+    return ARCHITECTURES["adatt"].build(cfg, BackboneInputs.flat(6), ["a", "b", "c"]).double()
 
 
 def _mix(gate, inp, experts):

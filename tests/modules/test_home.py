@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recmtl.config import ModelConfig
-from recmtl.models.builder import BACKBONES
+from recmtl.models.architecture import BackboneInputs
+from recmtl.models.registry import ARCHITECTURES
 from recmtl.modules.mlp import BatchedExperts, FeatureGate
 
 
@@ -14,7 +15,7 @@ def _home(**switches):
     cfg = ModelConfig(arch="home", num_experts=2, group_experts=1, task_experts=1,
                       expert_layers=(6, 4), task_groups=(("ctr", "like"), ("cvr",)), **switches)
     torch.manual_seed(0)
-    return BACKBONES["home"](cfg, 5, ["ctr", "cvr", "like"]).double()
+    return ARCHITECTURES["home"].build(cfg, BackboneInputs.flat(5), ["ctr", "cvr", "like"]).double()
 
 
 def test_feature_gate_first_output_equals_its_input():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from recmtl.config import derive
-from recmtl.models.builder import build_dense_ranker, input_blocks
+from recmtl.models.builder import build_dense_ranker
+from recmtl.models.features import input_blocks
 from recmtl.modules.tokens import FeatureTokenizer
 
 
