@@ -52,9 +52,12 @@ def test_table_takes_a_format_per_column_and_writes_markdown():
     assert format_table([]) == ""
 
 
-def test_a_column_with_text_in_it_is_left_aligned():
+def test_a_column_with_text_in_it_is_left_aligned_but_formatted_numbers_are_numbers():
     rows = [{"k": 1.5}, {"k": "n/a"}, {"k": np.float32(2.25)}, {"k": True}]
     assert format_table(rows).splitlines() == ["k", "------", "1.5000", "n/a", "2.2500", "True"]
+    rows = [{"d": "+0.0450"}, {"d": "-0.1"}, {"d": "12,345"}, {"d": 7}]
+    assert format_table(rows).splitlines() == ["      d", "-------", "+0.0450", "   -0.1", " 12,345",
+                                               "      7"]
 
 
 # --- the turn-taking timer ---------------------------------------------------------------------

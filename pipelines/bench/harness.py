@@ -31,6 +31,7 @@ from recmtl.logs import quiet_third_party
 
 ConfigArg = Literal["required", "optional", "none"]
 _OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
+_NUMBER_TEXT = re.compile(r"[-+]?[\d,]*\.?\d+")  # a number already formatted: "+0.0450", "1,234"
 
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -195,8 +196,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], formats: Mapping[str, str] |
     """Rows as a table; columns in order of first appearance, a missing cell blank, None "-".
 
     Numbers take ``formats[column]`` (a format spec) or: ints ``1,234``, floats ``0.1235``
-    under 1000 and ``1,235`` from there. Aligned text: columns of numbers right-aligned, others
-    left; ``markdown``: unpadded Markdown, for the docs.
+    under 1000 and ``1,235`` from there. Aligned text: columns of numbers (or of numbers
+    already formatted as text) right-aligned, others left; ``markdown``: unpadded Markdown, for
+    the docs.
 
     Example:
         >>> print(format_table([{"model": "mmoe", "auc": 0.81234}, {"model": "ple", "auc": None}]))
@@ -213,7 +215,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], formats: Mapping[str, str] |
     if markdown:
         return "\n".join("| " + " | ".join(line) + " |"
                          for line in [columns, ["---"] * len(columns), *cells])
-    numeric = [all(row.get(c) is None or _is_number(row[c]) for row in rows) for c in columns]
+    numeric = [all(row.get(c) is None or _is_number(row[c])
+                   or bool(_NUMBER_TEXT.fullmatch(str(row[c]))) for row in rows) for c in columns]
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
 
     def aligned(line: list[str]) -> str:
