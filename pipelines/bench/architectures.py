@@ -14,18 +14,18 @@ offers them; on request
 ``sparse_moe_sample`` (sample routing), ``mmoe_rmtl`` (MMoE with ``loss.weighting: rmtl``)
 and ``single_task`` (one MMoE per task that trains alone: the baseline of negative
 transfer). ``name@key=value...`` runs a variant. A cell's delta is against MMoE on the same
-store in the same run; ``!`` marks a task more than 0.002 AUC behind it. Prints a Markdown
-table and writes JSON to ``--out``.
+store in the same run; ``!`` marks a task more than 0.002 AUC behind it. Prints the table and
+writes JSON to ``--json`` (``--out``), the table as Markdown in it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import (
+    bench_parser,
+    format_table,
+    interleave,
+    parse,
+    print_table,
+    run_bench,
+    write_results,
+)
 from pipelines.feature_store import census
 from pipelines.synthetic.store import generate
 from recmtl.config import ARCHITECTURES, Config, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.logs import quiet_third_party
 from recmtl.metrics.auc import auc, logloss
 from recmtl.models.builder import build_model
 from recmtl.modules.sparse_moe import TaskSparseMoE
@@ -188,39 +195,60 @@ def backbone_cost(cfg: Config, top_k: int, routing: str, rows: int, reps: int = 
 COST_VARIANTS = {"sample": (SPARSE_K, "sample"), "task": (SPARSE_K, "task"), "dense": (0, "sample")}
 
 
-def sparse_cost(config: str, overrides: list[str]) -> dict[str, Any]:
+def sparse_cost(config: str, overrides: list[str], repeats: int = 3) -> dict[str, Any]:
     """Sparse MoE, k of E experts, against the same E experts run densely: the backbone's own
-    step time (both routings, at the training batch and at 4096 rows), and one epoch's
-    training samples/s against MMoE with the same E experts; beside k / E."""
+    step time (both routings, at the training batch and at 4096 rows; ``repeats`` rounds of
+    the three in turns, ratios per round), and one epoch's training samples/s against MMoE
+    with the same E experts; beside k / E."""
     sparse = load_config(config, [*overrides, *ARCHS["sparse_moe"],
                                   f"model.num_experts={SPARSE_E}", f"model.moe_top_k={SPARSE_K}"])
     dense = load_config(config, [*overrides, f"model.num_experts={SPARSE_E}"])
-    trained = {"sparse": train_one(sparse)["samples_per_s"],
-               "dense": train_one(dense)["samples_per_s"]}
-    backbone: dict[int, dict[str, float]] = {}
+    trained = interleave({"sparse": lambda: train_one(sparse)["samples_per_s"],
+                          "dense": lambda: train_one(dense)["samples_per_s"]}, "dense", 1)
+    backbone: dict[int, dict[str, Any]] = {}
     for rows in (sparse.data.batch_size, 4096):
-        # interleaved, so a busy moment of the machine hits every variant
-        step: dict[str, list[float]] = {v: [] for v in COST_VARIANTS}
-        for _ in range(3):
-            for v, (k, routing) in COST_VARIANTS.items():
-                step[v].append(backbone_cost(sparse, k, routing, rows))
-        backbone[rows] = {v: float(np.median(t)) for v, t in step.items()}
+        # in turns, so a busy moment of the machine hits every variant
+        backbone[rows] = interleave({v: partial(backbone_cost, sparse, k, routing, rows)
+                                     for v, (k, routing) in COST_VARIANTS.items()},
+                                    "dense", repeats).summary()
     return {"k": SPARSE_K, "experts": SPARSE_E, "k_over_e": SPARSE_K / SPARSE_E,
-            "train_samples_per_s": trained,
-            "train_cost_ratio": trained["dense"] / trained["sparse"],
-            "backbone_step_s": backbone,
-            "backbone_cost_ratio": {rows: {v: t[v] / t["dense"] for v in ("sample", "task")}
-                                    for rows, t in backbone.items()}}
+            "train_samples_per_s": {v: trained.median(v) for v in trained.runs},
+            "train_cost_ratio": 1 / trained.ratio("sparse"),
+            "backbone_step_s": {rows: {v: t["median"] for v, t in b.items()}
+                                for rows, b in backbone.items()},
+            "backbone_cost_ratio": {rows: {v: b[v]["ratio"] for v in ("sample", "task")}
+                                    for rows, b in backbone.items()},
+            "backbone_rounds": backbone}
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| data set | architecture | AUC per task (vs MMoE) | logloss per task | samples/s "
-             "(x MMoE) |", "| --- | --- | --- | --- | --- |"]
+def print_sparse_cost(c: dict[str, Any]) -> None:
+    print(f"sparse_moe, {c['k']} of {c['experts']} experts of {COST_EXPERT_LAYERS} (k/E = "
+          f"{c['k_over_e']:.2f}), backbone step against all {c['experts']} run densely:")
+    names = {"sample": "sample routing", "task": "task routing", "dense": "dense (all experts)"}
+    print_table([{"rows": rows, "backbone": names[v], "step ms": t[v] * 1e3,
+                  "x dense": c["backbone_cost_ratio"][rows].get(v)}
+                 for rows, t in c["backbone_step_s"].items() for v in names],
+                {"step ms": ".2f", "x dense": ".2f"})
+    print(f"training: {c['train_samples_per_s']['sparse']:,.0f} samples/s vs MMoE with "
+          f"{c['experts']} experts {c['train_samples_per_s']['dense']:,.0f} (cost ratio "
+          f"{c['train_cost_ratio']:.2f})")
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One row per (data set, architecture), deltas against MMoE on the same store; then the
+    oracle's AUCs per store."""
+    def row(r: dict[str, Any], *cells: str) -> dict[str, str]:
+        heads = ("AUC per task (vs MMoE)", "logloss per task", "samples/s (x MMoE)")
+        # a failed or oracle row fills the first cell only; the table leaves the rest blank
+        return ({"data set": r["dataset"], "architecture": r["arch"]}
+                | dict(zip(heads, cells, strict=False)))
+
+    rows = []
     for r in results:
         base = next((b for b in results if b["dataset"] == r["dataset"]
                      and b["arch"] == "mmoe" and "tasks" in b), None)
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['arch']} | failed: {r['error']} | | |")
+            rows.append(row(r, f"failed: {r['error']}"))
             continue
         aucs, losses = [], []
         for t, m in r["tasks"].items():
@@ -233,20 +261,24 @@ def table(results: list[dict[str, Any]]) -> str:
         speed = f"{r['samples_per_s']:,.0f}"
         if base is not None and r["arch"] != "mmoe":
             speed += f" ({r['samples_per_s'] / base['samples_per_s']:.2f})"
-        lines.append(f"| {r['dataset']} | {r['arch']} | {'; '.join(aucs)} | {'; '.join(losses)} "
-                     f"| {speed} |")
-    oracle = [(r["dataset"], {t: m["oracle_auc"] for t, m in r["tasks"].items()
-                              if m.get("oracle_auc")})
-              for r in results if r["arch"] == "mmoe" and "tasks" in r]
-    for dataset, o in oracle:
-        if o:
-            lines.append(f"| {dataset} | oracle | "
-                         + "; ".join(f"{t} {v:.4f}" for t, v in o.items()) + " | | |")
-    return "\n".join(lines)
+        rows.append(row(r, "; ".join(aucs), "; ".join(losses), speed))
+    for r in results:
+        oracle = {t: m["oracle_auc"] for t, m in r.get("tasks", {}).items() if m.get("oracle_auc")}
+        if r["arch"] == "mmoe" and oracle:
+            rows.append(row(r | {"arch": "oracle"},
+                            "; ".join(f"{t} {v:.4f}" for t, v in oracle.items())))
+    return rows
 
 
-def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str,
-          cost: bool) -> dict[str, Any]:
+def table(results: list[dict[str, Any]]) -> str:
+    """The rows as Markdown, for the docs."""
+    return format_table(table_rows(results), markdown=True)
+
+
+def bench(archs: list[str], datasets: list[str], rows: int, work: Path, cost: bool,
+          save: Callable[[dict[str, Any]], object], repeats: int = 3) -> dict[str, Any]:
+    """Every (data set, architecture); ``save`` gets the summary after each (a crash keeps
+    what was measured). ``repeats``: rounds of the sparse cost's backbone timings."""
     results: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"archs": archs, "datasets": datasets, "rows": rows,
                                "results": results}
@@ -266,38 +298,23 @@ def bench(archs: list[str], datasets: list[str], rows: int, work: Path, out: str
                 r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
             results.append({"dataset": name, "arch": arch,
                             "wall_s": round(time.perf_counter() - t0, 1)} | r)
-            print(f"{name} {arch}: " + (r["error"] if "error" in r else ", ".join(
-                f"{t} {m['auc']:.4f}" for t, m in r["tasks"].items())
-                + f", {r['samples_per_s']:,.0f} samples/s"), flush=True)
-            _write(out, summary)
+            print(f"{name} {arch}: " + ("failed" if "error" in r else "trained")
+                  + f" in {results[-1]['wall_s']:.0f} s", flush=True)
+            save(summary)
     if cost and funnel is not None:
-        summary["sparse_cost"] = sparse_cost(*funnel)
+        summary["sparse_cost"] = sparse_cost(*funnel, repeats=repeats)
     summary["table"] = table(results)
-    _write(out, summary)
-    print(summary["table"])
-    c = summary.get("sparse_cost")
-    if c:
-        print(f"sparse_moe, {c['k']} of {c['experts']} experts of {COST_EXPERT_LAYERS} (k/E = "
-              f"{c['k_over_e']:.2f}), backbone step against all {c['experts']} run densely:")
-        for rows, t in c["backbone_step_s"].items():
-            ratio = c["backbone_cost_ratio"][rows]
-            print(f"  {rows:>5} rows: sample routing {t['sample'] * 1e3:.2f} ms "
-                  f"({ratio['sample']:.2f}), task routing {t['task'] * 1e3:.2f} ms "
-                  f"({ratio['task']:.2f}), dense {t['dense'] * 1e3:.2f} ms")
-        print(f"  training: {c['train_samples_per_s']['sparse']:,.0f} samples/s vs MMoE with "
-              f"{c['experts']} experts {c['train_samples_per_s']['dense']:,.0f} (cost ratio "
-              f"{c['train_cost_ratio']:.2f})")
+    save(summary)
+    print_table(table_rows(results))
+    if summary.get("sparse_cost"):
+        print_sparse_cost(summary["sparse_cost"])
     return summary
 
 
-def _write(out: str, summary: dict[str, Any]) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(summary, indent=1))
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.architectures",
-                                     description="architectures against MMoE, one epoch each")
+    parser = bench_parser("architectures", __doc__, json_default="runs/architectures.json",
+                          out_alias=True, repeats=3,
+                          repeats_help="rounds of the sparse cost's backbone timings")
     parser.add_argument("--archs", default=",".join(DEFAULT_ARCHS),
                         help=f"comma-separated, of {sorted(ARCHS)}, each optionally followed by "
                              "@key=value overrides (a variant)")
@@ -306,9 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200000,
                         help="train rows of each synthetic store")
     parser.add_argument("--work", default="runs/bench-architectures", help="where the stores go")
-    parser.add_argument("--out", default="runs/architectures.json")
     parser.add_argument("--no-cost", action="store_true", help="skip the sparse-vs-dense line")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     archs, datasets = args.archs.split(","), args.datasets.split(",")
     unknown = ([a for a in archs if a.split("@")[0] not in ARCHS]
                + [d for d in datasets if d not in DATASETS])
@@ -316,18 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown architecture or data set: {unknown}")
     if "mmoe" not in archs:
         archs.insert(0, "mmoe")  # the baseline of every delta
-    quiet_third_party()
 
     def run() -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=0, world_size=1)
             try:
-                return bench(archs, datasets, args.rows, Path(args.work), args.out,
-                             not args.no_cost)
+                return bench(archs, datasets, args.rows, Path(args.work), not args.no_cost,
+                             partial(write_results, args), args.repeats)
             finally:
                 dist.destroy_process_group()
 
-    return run_guarded(run, prog="bench")
+    return run_bench(run)
 
 
 if __name__ == "__main__":

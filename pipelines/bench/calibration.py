@@ -6,7 +6,8 @@ config's knot cap and with every knot, platt, temperature) fits the calibrators 
 `recmtl train` does (``recmtl.metrics.calibrate``) and scores the test split: per task AUC,
 p/y (mean predicted over mean observed), ECE (10 equal-mass bins) and logloss, and the test
 logloss change against no calibration with a 95% interval (a mean of per-row differences,
-normal approximation). Composed tasks are the product of their calibrated parts.
+normal approximation). Composed tasks are the product of their calibrated parts. The results
+go to ``--json`` (default: ``<output_dir>/bench-calibration.json``).
 
     recmtl generate configs/demo.yaml data.root=data/calibration synthetic.train_rows=300000
     python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration
@@ -14,8 +15,6 @@ normal approximation). Composed tasks are the product of their calibrated parts.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from recmtl.config import Config, derive, load_config
-from recmtl.logs import quiet_third_party
 from recmtl.metrics.calibrate import calibrated_columns, fit_task_calibrators
 from recmtl.metrics.report import build_report
 
@@ -97,49 +95,38 @@ def bench_calibration(cfg: Config, checkpoint: str | None = None) -> dict[str, A
             "tasks": {name: {k: report["tasks"][name][k] for k in METRICS}
                       | {"logloss_delta": logloss_delta(cfg, cols["test"], test, name)}
                       for name in binary}})
+    rows = {s: len(c[cfg.tasks[0].label]) for s, c in cols.items()}
     result = {"config": cfg.name, "data": cfg.data.root, "checkpoint": str(checkpoint),
-              "rows": {s: len(c[cfg.tasks[0].label]) for s, c in cols.items()},
-              "results": results}
-    print(table(result))
+              "rows": rows, "results": results}
+    print(f"fit on {rows['valid']:,} valid rows, scored on {rows['test']:,} test rows")
+    print_table(table_rows(result), {"auc": ".4f", "p/y": ".4f", "ece": ".4f", "logloss": ".5f"})
     return result
 
 
-def table(result: dict[str, Any]) -> str:
-    """One line per method and task; ``dlogloss`` is against none, with its 95% interval."""
-    lines = [f"fit on {result['rows']['valid']:,} valid rows, scored on "
-             f"{result['rows']['test']:,} test rows",
-             f"{'method':<14} {'task':<6} {'auc':>7} {'p/y':>7} {'ece':>7} {'logloss':>8} "
-             f"{'dlogloss [95% interval]':>32}"]
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method and task; ``dlogloss`` is against none, with its 95% interval."""
+    rows = []
     for r in result["results"]:
         for task, m in r["tasks"].items():
             d = m["logloss_delta"]
-            delta = (f"{d['delta']:+.5f} [{d['ci95'][0]:+.5f}, {d['ci95'][1]:+.5f}]"
-                     if r["method"] != "none" else "")
-            lines.append(f"{r['method']:<14} {task:<6} {m['auc']:>7.4f} {m['calibration']:>7.4f} "
-                         f"{m['ece']:>7.4f} {m['logloss']:>8.5f} {delta:>32}")
-    return "\n".join(lines)
+            rows.append({"method": r["method"], "task": task, "auc": m["auc"],
+                         "p/y": m["calibration"], "ece": m["ece"], "logloss": m["logloss"],
+                         "dlogloss [95% interval]": None if r["method"] == "none" else
+                         f"{d['delta']:+.5f} [{d['ci95'][0]:+.5f}, {d['ci95'][1]:+.5f}]"})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.calibration",
-                                     description="post-hoc calibration methods from one model")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
+    parser = bench_parser("calibration", __doc__, config="required")
     parser.add_argument("--checkpoint", help="score this trained checkpoint instead of training")
-    parser.add_argument("--json", help="where to write the results "
-                        "(default: <output_dir>/bench-calibration.json)")
-    args = parser.parse_intermixed_args(argv)
-    quiet_third_party()
+    args = parse(parser, argv)
 
     def run() -> None:
         cfg = load_config(args.config, args.overrides)
-        result = bench_calibration(cfg, args.checkpoint)
-        path = Path(args.json) if args.json else Path(cfg.output_dir) / "bench-calibration.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
+        write_results(args, bench_calibration(cfg, args.checkpoint),
+                      default=Path(cfg.output_dir) / "bench-calibration.json")
 
-    return run_guarded(run, prog="bench")
+    return run_bench(run)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,13 @@ each a real `recmtl train` run, and fits scikit-learn's ``HistGradientBoostingCl
 task on the same prepared columns (id columns as categorical features, the dense floats as
 they are) in the same process. Prints test AUC and logloss per task for every model, marks
 the MMoE variant with the best mean validation AUC (chosen without the test split) and
-writes the raw numbers to ``--out``.
+writes the raw numbers (and the table as Markdown) to ``--json`` (``--out``).
 
     python -m pipelines.bench.census
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow.dataset as ds
 
+from pipelines.bench.harness import bench_parser, format_table, parse, print_table, run_bench, write_results
 from pipelines.bench.quality import run_variant
-from pipelines.cli import run_guarded
 from pipelines.feature_store.census import CATEGORICAL, DEFAULT_SRC, NUMERIC, prepare
-from recmtl.logs import quiet_third_party
 
 TASKS = ("income", "marital")
 ENCODINGS: dict[str, list[str]] = {
@@ -72,68 +69,62 @@ def gradient_boosting(root: Path, seed: int = 0, max_iter: int = 100) -> dict[st
     return out
 
 
-def bench(src: str, root: str, config: str, overrides: list[str], out: str,
+def bench(src: str, root: str, config: str, overrides: list[str],
           encodings: list[str]) -> dict[str, Any]:
     prepare(src, root)
     trees = gradient_boosting(Path(root))
-    print("hist_gradient_boosting  " + "  ".join(
-        f"{t} test AUC {trees[t]['test']['auc']:.4f} (valid {trees[t]['valid']['auc']:.4f})"
-        for t in TASKS), flush=True)
+    print("hist_gradient_boosting: fit", flush=True)
     mmoe = []
     for name in encodings:
-        r = run_variant(config, f"census-{name}", ENCODINGS[name], overrides)
-        mmoe.append(r)
-        print(f"mmoe {name:18s} " + "  ".join(
-            f"{t} test AUC {r['tasks'][t]['auc']:.4f} (valid {r['valid'].get(f'valid/auc_{t}', 0):.4f})"
-            for t in TASKS), flush=True)
+        mmoe.append(run_variant(config, f"census-{name}", ENCODINGS[name], overrides))
+        print(f"mmoe {name}: trained in {mmoe[-1]['wall_seconds']:.0f} s", flush=True)
     best = max(mmoe, key=lambda r: np.mean([r["valid"].get(f"valid/auc_{t}", 0) for t in TASKS]))
     result = {"config": config, "trees": trees, "mmoe": mmoe, "best_on_valid": best["variant"]}
     result["table"] = table(result)
-    print(result["table"])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    print_table(table_rows(result))
     return result
 
 
-def table(result: dict[str, Any]) -> str:
-    """Markdown: one row per model, test AUC and logloss per task, then MMoE (best) - trees."""
-    head = ["model", *[f"{t} AUC" for t in TASKS], *[f"{t} logloss" for t in TASKS]]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+def table_rows(result: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per model, test AUC and logloss per task, then MMoE (best) - trees."""
+    def row(model: str, auc: dict[str, float], loss: dict[str, float], spec: str) -> dict[str, str]:
+        return ({"model": model} | {f"{t} AUC": format(auc[t], spec) for t in TASKS}
+                | {f"{t} logloss": format(loss[t], spec) for t in TASKS})
+
     trees = result["trees"]
-    lines.append("| HistGradientBoosting (sklearn, same columns) | "
-                 + " | ".join(f"{trees[t]['test']['auc']:.4f}" for t in TASKS) + " | "
-                 + " | ".join(f"{trees[t]['test']['logloss']:.4f}" for t in TASKS) + " |")
+    rows = [row("HistGradientBoosting (sklearn, same columns)",
+                {t: trees[t]["test"]["auc"] for t in TASKS},
+                {t: trees[t]["test"]["logloss"] for t in TASKS}, ".4f")]
     for r in result["mmoe"]:
         mark = " (best on valid)" if r["variant"] == result["best_on_valid"] else ""
-        name = r["variant"].removeprefix("census-")
-        lines.append(f"| mmoe, numeric_encoding {name}{mark} | "
-                     + " | ".join(f"{r['tasks'][t]['auc']:.4f}" for t in TASKS) + " | "
-                     + " | ".join(f"{r['tasks'][t]['logloss']:.4f}" for t in TASKS) + " |")
+        rows.append(row(f"mmoe, numeric_encoding {r['variant'].removeprefix('census-')}{mark}",
+                        {t: r["tasks"][t]["auc"] for t in TASKS},
+                        {t: r["tasks"][t]["logloss"] for t in TASKS}, ".4f"))
     best = next(r for r in result["mmoe"] if r["variant"] == result["best_on_valid"])
-    lines.append("| best mmoe - trees | " + " | ".join(
-        f"{best['tasks'][t]['auc'] - trees[t]['test']['auc']:+.4f}" for t in TASKS) + " | "
-        + " | ".join(f"{best['tasks'][t]['logloss'] - trees[t]['test']['logloss']:+.4f}"
-                     for t in TASKS) + " |")
-    return "\n".join(lines)
+    rows.append(row("best mmoe - trees",
+                    {t: best["tasks"][t]["auc"] - trees[t]["test"]["auc"] for t in TASKS},
+                    {t: best["tasks"][t]["logloss"] - trees[t]["test"]["logloss"] for t in TASKS},
+                    "+.4f"))
+    return rows
+
+
+def table(result: dict[str, Any]) -> str:
+    """The rows as Markdown, for the docs."""
+    return format_table(table_rows(result), markdown=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.census",
-                                     description="MMoE numeric encodings vs gradient-boosted "
-                                     "trees on Census-Income (KDD)")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value for every MMoE run")
+    parser = bench_parser("census", __doc__, overrides=True, json_default="runs/bench-census.json",
+                          out_alias=True)
     parser.add_argument("--src", default=DEFAULT_SRC)
     parser.add_argument("--root", default="data/census", help="where the split is prepared")
     parser.add_argument("--encodings", default=",".join(ENCODINGS),
                         help="comma-separated numeric encodings to train")
-    parser.add_argument("--out", default="runs/bench-census.json")
-    args = parser.parse_intermixed_args(argv)
-    quiet_third_party()
+    args = parse(parser, argv)
     config = str(Path(args.root) / "census.yaml")
     encodings = args.encodings.split(",")
-    return run_guarded(lambda: bench(args.src, args.root, config, args.overrides, args.out,
-                                     encodings), prog="bench")
+    return run_bench(lambda: write_results(
+        args, bench(args.src, args.root, config, args.overrides, encodings)))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Does ``torch.compile`` pay for the dense part? Trains the dense ranker (interaction,
 backbone, towers, heads) on pooled embeddings of real batches, eager and compiled, same
-batches and seed, and prints samples/s of each (after warm-up) and the compile time.
+batches and seed, taking turns (``--repeats`` rounds of eager then compiled), and prints the
+median samples/s of each (after warm-up), compiled / eager per round and the first steps' time
+(where compilation happens).
 
     python -m pipelines.bench.compile configs/bench/standard.yaml [dotted.key=value ...] [--steps 40]
+        [--repeats 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from collections.abc import Callable
 from itertools import islice
+from typing import Any
 
 import torch
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import bench_parser, interleave, parse, print_table, run_bench, write_results
 from recmtl.config import Config, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
@@ -53,21 +57,33 @@ def run(cfg: Config, steps: int, mode: str) -> dict[str, float]:
     return {"samples_per_s": rows / (time.perf_counter() - start), "warmup_s": warm}
 
 
+def compare_modes(cfg: Config, steps: int, repeats: int) -> dict[str, Any]:
+    """Eager and compiled in turns; samples/s of each run and its first steps' seconds."""
+    warmup: dict[str, list[float]] = {"eager": [], "compiled": []}
+
+    def mode(name: str, compile_mode: str) -> Callable[[], float]:
+        def samples_per_s() -> float:
+            r = run(cfg, steps, compile_mode)
+            warmup[name].append(r["warmup_s"])
+            return r["samples_per_s"]
+        return samples_per_s
+
+    turns = interleave({"eager": mode("eager", "eager"), "compiled": mode("compiled", "default")},
+                       "eager", repeats)
+    print_table([{"mode": name, "samples/s": turns.median(name),
+                  "x eager": turns.ratio(name) if name != "eager" else None,
+                  f"first {WARMUP} steps s": max(warmup[name])} for name in turns.runs],
+                {"samples/s": ",.0f", "x eager": ".2f", f"first {WARMUP} steps s": ".2f"})
+    return {"steps": steps, "samples_per_s": turns.summary(), "warmup_s": warmup}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.compile")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
+    parser = bench_parser("compile", __doc__, config="required", repeats=2,
+                          repeats_help="rounds of eager then compiled")
     parser.add_argument("--steps", type=int, default=40)
-    args = parser.parse_args(argv)
-
-    def compare_modes() -> None:
-        cfg = load_config(args.config, args.overrides)
-        for mode in ("eager", "default", "eager"):  # eager twice: the machine's drift shows
-            r = run(cfg, args.steps, mode)
-            print(f"{mode:8s} {r['samples_per_s']:>10,.0f} samples/s "
-                  f"(first {WARMUP} steps {r['warmup_s']:.1f}s)", flush=True)
-
-    return run_guarded(compare_modes, prog="bench")
+    args = parse(parser, argv)
+    return run_bench(lambda: write_results(args, compare_modes(
+        load_config(args.config, args.overrides), args.steps, args.repeats)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 Each is scored on day d + 1's raw rows through its own bundle (the same rows for all three),
 so the AUCs compare directly. Prints one row per day and task, and the training seconds of
-(a) and (b); writes them as JSON.
+(a) and (b); writes them as JSON (``--json``, default: the work directory's
+``bench-daily.json``).
 
     recmtl generate configs/daily/daily.yaml
     python -m pipelines.bench.daily configs/daily/daily.yaml [dotted.key=value ...]
@@ -15,8 +16,6 @@ so the AUCs compare directly. Prints one row per day and task, and the training 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,14 +23,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from pipelines.jobs.daily import daily, prepare_day, raw_aucs, window
 from pipelines.jobs.lineage import run_dir_of
 from recmtl.config import load_config
-from recmtl.logs import quiet_third_party
 
 
-def bench_daily(config: str, overrides: list[str], out: str | None) -> dict[str, Any]:
+def bench_daily(config: str, overrides: list[str]) -> dict[str, Any]:
     from pipelines.jobs.train import train
 
     cfg = load_config(config, overrides)
@@ -61,17 +59,18 @@ def bench_daily(config: str, overrides: list[str], out: str | None) -> dict[str,
                      "warm_train_s": a["train_seconds"], "scratch_train_s": b["train_seconds"],
                      "warm_epoch_s": a["epoch_seconds"], "scratch_epoch_s": b["epoch_seconds"],
                      "scratch_job_s": b_seconds, "scratch_train_days": i + 1})
-        for t in tasks:
-            print(f"day {day.index} {t:6s} warm {a['auc'][t]:.4f}  scratch {b_auc[t]:.4f}  "
-                  f"stale {c_auc[t]:.4f}  warm - scratch {a['auc'][t] - b_auc[t]:+.4f}", flush=True)
-        print(f"day {day.index} training seconds (job / in epochs): warm {a['train_seconds']:.0f}"
-              f" / {a['epoch_seconds']:.0f}, scratch {b['train_seconds']:.0f} / "
-              f"{b['epoch_seconds']:.0f} ({i + 1} day(s) of rows)", flush=True)
-    result = {"config": config, "overrides": overrides, "days": rows}
-    path = Path(out) if out else work / "bench-daily.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
-    return result
+        print(f"day {day.index}: retrained from scratch on {i + 1} day(s) and scored", flush=True)
+    print_table([{"day": r["day"], "task": t, "warm": r["warm"][t], "scratch": r["scratch"][t],
+                  "stale": r["stale"][t], "warm - scratch": r["warm"][t] - r["scratch"][t]}
+                 for r in rows for t in tasks],
+                {"warm": ".4f", "scratch": ".4f", "stale": ".4f", "warm - scratch": "+.4f"})
+    # training seconds: the whole job, and the part spent in epochs
+    print_table([{"day": r["day"], "warm job s": r["warm_train_s"], "warm epochs s": r["warm_epoch_s"],
+                  "scratch job s": r["scratch_train_s"], "scratch epochs s": r["scratch_epoch_s"],
+                  "scratch days of rows": r["scratch_train_days"]} for r in rows],
+                {c: ".0f" for c in ("warm job s", "warm epochs s", "scratch job s",
+                                    "scratch epochs s")})
+    return {"config": config, "overrides": overrides, "days": rows}
 
 
 def _bundle_of(run_id: str, cfg: Any) -> Path:
@@ -90,14 +89,15 @@ def _name(spec: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.daily",
-                                     description="warm daily vs retrained vs stale models")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
-    parser.add_argument("--json", help="where to write the results")
-    args = parser.parse_args(argv)
-    quiet_third_party()
-    return run_guarded(lambda: bench_daily(args.config, args.overrides, args.json), prog="bench")
+    parser = bench_parser("daily", __doc__, config="required")
+    args = parse(parser, argv)
+
+    def run() -> None:
+        work = Path(load_config(args.config, args.overrides).daily.work_dir).resolve()
+        write_results(args, bench_daily(args.config, args.overrides),
+                      default=work / "bench-daily.json")
+
+    return run_bench(run)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ per part of the report, the total and the peak RSS of this process.
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import sys
 import time
 
 import numpy as np
 
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from recmtl.config import TaskConfig
 from recmtl.metrics.formatting import format_interval
 from recmtl.metrics.report import build_report
@@ -60,42 +59,41 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_eval(rows: int, bootstrap: int, slice_values: int, seed: int) -> dict[str, float]:
+    """Builds the set, times ``build_report`` on it; prints the parts and returns the timings."""
+    t0 = time.perf_counter()
+    cols = eval_columns(rows, seed)
+    slices = {}
+    if slice_values:
+        values = np.random.default_rng(seed + 1).integers(0, slice_values, rows)
+        slices["segment"] = SliceColumn.from_array(values)
+    print(f"built {rows:,} rows x {len(TASKS)} tasks in {time.perf_counter() - t0:.1f}s")
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    report = build_report(TASKS, cols, bootstrap=bootstrap, slices=slices, timings=timings)
+    total = time.perf_counter() - t0
+    print_table([{"part": part, "seconds": seconds} for part, seconds in timings.items()]
+                + [{"part": "total", "seconds": total}], {"seconds": ".2f"})
+    print(f"build_report total {total:.2f}s for {rows:,} rows x {len(TASKS)} tasks "
+          f"(bootstrap {bootstrap}); peak RSS {peak_rss_mb():,.0f} MB")
+    print("AUC [95% interval] " + ", ".join(f"{k} {format_interval(m['auc'], m['auc_ci95'])}"
+                                          for k, m in report["tasks"].items()))
+    return {"rows": rows, "bootstrap": bootstrap, "total_s": round(total, 2),
+            "peak_rss_mb": round(peak_rss_mb()), **{f"{k}_s": round(v, 2) for k, v in timings.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser("eval", __doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--slice-values", type=int, default=0,
                         help="also slice by a column with this many values (0: no slices)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the timings here")
-    args = parser.parse_args(argv)
-
-    t0 = time.perf_counter()
-    cols = eval_columns(args.rows, args.seed)
-    slices = {}
-    if args.slice_values:
-        values = np.random.default_rng(args.seed + 1).integers(0, args.slice_values, args.rows)
-        slices["segment"] = SliceColumn.from_array(values)
-    print(f"built {args.rows:,} rows x {len(TASKS)} tasks in {time.perf_counter() - t0:.1f}s")
-
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    report = build_report(TASKS, cols, bootstrap=args.bootstrap, slices=slices, timings=timings)
-    total = time.perf_counter() - t0
-    for part, seconds in timings.items():
-        print(f"  {part:<12} {seconds:7.2f}s")
-    print(f"build_report total {total:.2f}s for {args.rows:,} rows x {len(TASKS)} tasks "
-          f"(bootstrap {args.bootstrap}); peak RSS {peak_rss_mb():,.0f} MB")
-    print("AUC [95% interval] " + ", ".join(f"{k} {format_interval(m['auc'], m['auc_ci95'])}"
-                                          for k, m in report["tasks"].items()))
-    results = {"rows": args.rows, "bootstrap": args.bootstrap, "total_s": round(total, 2),
-               "peak_rss_mb": round(peak_rss_mb()), **{f"{k}_s": round(v, 2) for k, v in timings.items()}}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+    args = parse(parser, argv)
+    return run_bench(lambda: write_results(
+        args, bench_eval(args.rows, args.bootstrap, args.slice_values, args.seed)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

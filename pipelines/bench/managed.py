@@ -15,8 +15,6 @@ unseen ids on the vocabulary's OOV row, ids sharing a hash bucket, ids without a
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,18 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from pipelines.jobs.daily import prepare_day, raw_aucs, window
 from recmtl.config import load_config, read_yaml_mapping
 from recmtl.export.inputs import lookup_rows
-from recmtl.logs import quiet_third_party
 
 TABLES = ("user_id", "item_id")
 VARIANTS = ("vocab", "hash", "managed")
 
 
-def bench_managed(config: str, overrides: list[str], fraction: float, out: str | None
-                  ) -> dict[str, Any]:
+def bench_managed(config: str, overrides: list[str], fraction: float) -> dict[str, Any]:
     from pipelines.jobs.train import train
     from recmtl.export.scorer import BundleScorer
 
@@ -74,13 +70,15 @@ def bench_managed(config: str, overrides: list[str], fraction: float, out: str |
             "auc": raw_aucs(summary["export"], test, day_cfg, tasks),
             "collision_rate": {t: collision_rate(scorer, both, test, t) for t in TABLES},
             "epoch_seconds": summary["epoch_seconds"], "job_seconds": round(seconds, 1)})
-        _print(results[-1], tasks)
-    result = {"config": config, "overrides": overrides, "rows_fraction": fraction,
-              "variants": results}
-    path = Path(out) if out else work / "bench-managed.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
-    return result
+        print(f"{variant}: trained and scored", flush=True)
+    print_table([{"variant": r["variant"]} | {f"{t} AUC": r["auc"][t] for t in tasks}
+                 | {f"{t} {k}": r[key][t] for t in TABLES
+                    for k, key in (("rows", "rows"), ("collisions", "collision_rate"))}
+                 | {"epoch s": r["epoch_seconds"]} for r in results],
+                {f"{t} AUC": ".4f" for t in tasks}
+                | {f"{t} collisions": ".3f" for t in TABLES} | {"epoch s": ".1f"})
+    return {"config": config, "overrides": overrides, "rows_fraction": fraction,
+            "variants": results}
 
 
 def _variant_spec(spec: dict[str, Any], variant: str, rows: dict[str, int]) -> dict[str, Any]:
@@ -124,25 +122,18 @@ def _codes(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(column.combine_chunks().dictionary_encode().indices, dtype=np.int64)
 
 
-def _print(r: dict[str, Any], tasks: list[str]) -> None:
-    aucs = "  ".join(f"{t} AUC {r['auc'][t]:.4f}" for t in tasks)
-    collisions = "  ".join(f"{t} rows {r['rows'][t]:,} collisions {r['collision_rate'][t]:.3f}"
-                           for t in TABLES)
-    print(f"{r['variant']:8s} {aucs}  {collisions}  epoch {r['epoch_seconds']:.1f} s", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.managed",
-                                     description="vocabulary vs hashing vs managed-collision tables")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
+    parser = bench_parser("managed", __doc__, config="required")
     parser.add_argument("--rows-fraction", type=float, default=0.5,
                         help="hash and managed tables' rows, as a share of the day's distinct ids")
-    parser.add_argument("--json", help="where to write the results")
-    args = parser.parse_args(argv)
-    quiet_third_party()
-    return run_guarded(lambda: bench_managed(args.config, args.overrides, args.rows_fraction,
-                                             args.json), prog="bench")
+    args = parse(parser, argv)
+
+    def run() -> None:
+        work = Path(load_config(args.config, args.overrides).daily.work_dir).resolve() / "managed"
+        write_results(args, bench_managed(args.config, args.overrides, args.rows_fraction),
+                      default=work / "bench-managed.json")
+
+    return run_bench(run)
 
 
 if __name__ == "__main__":

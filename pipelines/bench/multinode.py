@@ -20,16 +20,16 @@ of the resumed run.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from recmtl.config import Config, derive, load_config
-from recmtl.logs import quiet_third_party
 from recmtl.train.launch import absolute_data_root, fit
 
 # A dead raylet is declared dead after ~2 s instead of ~15 s (Ray's default, 5 x 3 s): until
@@ -83,22 +83,14 @@ def resumed_at(run_dir: Path) -> float | None:
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
-    parser.add_argument("--drill-at", type=int, default=90,
-                        help="global step at which a node is killed (after a checkpoint)")
-    parser.add_argument("--checkpoint-every", type=int, default=20)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_intermixed_args()
-    quiet_third_party()
+def bench_multinode(cfg: Config, drill_at: int, checkpoint_every: int) -> dict[str, Any]:
+    """The three runs in order (each needs its own cluster, so they cannot take turns)."""
     import ray
 
-    cfg = absolute_data_root(load_config(args.config, args.overrides))
+    cfg = absolute_data_root(cfg)
     workers = cfg.train.num_workers
     cpus = int(cfg.train.cpus_per_worker)
-    base = derive(cfg, {"train.checkpoint_every_steps": args.checkpoint_every})
+    base = derive(cfg, {"train.checkpoint_every_steps": checkpoint_every})
     seconds, metrics = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         cluster, _ = start_cluster([workers * cpus])
@@ -117,30 +109,45 @@ def main() -> None:
             drill_dir = Path(tmp) / "killed"
             killed: list[float] = []
             killer = threading.Thread(target=kill_node_at_drill, daemon=True, args=(
-                cluster, nodes[-1], drill_dir / f"node-drill-step-{args.drill_at}", workers,
-                killed))
+                cluster, nodes[-1], drill_dir / f"node-drill-step-{drill_at}", workers, killed))
             killer.start()
             seconds["killed"], metrics["killed"] = timed_fit(
-                derive(spread, {"train.node_drill_at_step": args.drill_at}), drill_dir)
+                derive(spread, {"train.node_drill_at_step": drill_at}), drill_dir)
             resume = resumed_at(drill_dir)
         finally:
             ray.shutdown()
             cluster.shutdown()
+    if not killed:
+        raise SystemExit(f"the node drill never held every rank (is step {drill_at} "
+                         "inside the run?): no node was killed")
     rate = {k: m["train/epoch_samples_per_s"] for k, m in metrics.items()}
     spread_over = len(set(metrics["two"]["worker_nodes"]))
-    print(f"{workers} workers on 1 node: {rate['one']:,.0f} samples/s (last epoch), "
-          f"{seconds['one']:.1f} s wall; on {spread_over} nodes: {rate['two']:,.0f} samples/s, "
-          f"{seconds['two']:.1f} s wall; two-node / one-node {rate['two'] / rate['one']:.2f}")
-    if not killed:
-        raise SystemExit(f"the node drill never held every rank (is step {args.drill_at} "
-                         "inside the run?): no node was killed")
-    gap = f"{resume - killed[0]:.1f} s" if resume else "n/a"
-    print(f"node killed at step {args.drill_at}: {seconds['killed']:.1f} s wall against "
-          f"{seconds['two']:.1f} s, {seconds['killed'] - seconds['two']:.1f} s lost; kill -> "
-          f"resumed epoch running {gap}; finished on {metrics['killed']['world']} worker(s), "
-          f"rows before the resume {metrics['killed']['rows_before_resume']:,} + after "
-          f"{metrics['killed']['rows_trained']:,} = {metrics['killed']['rows_in_split']:,}")
+    nodes_of = {"one": 1, "two": spread_over, "killed": spread_over}
+    gap = resume - killed[0] if resume else None
+    print_table([{"run": name, "nodes at start": nodes_of[name], "samples/s (last epoch)": rate[name],
+                  "x one node": rate[name] / rate["one"] if name != "one" else None,
+                  "wall s": seconds[name]} for name in metrics],
+                {"samples/s (last epoch)": ",.0f", "x one node": ".2f", "wall s": ".1f"})
+    k = metrics["killed"]
+    print(f"node killed at step {drill_at}: {seconds['killed'] - seconds['two']:.1f} s lost; kill "
+          f"-> resumed epoch running {'n/a' if gap is None else f'{gap:.1f} s'}; finished on "
+          f"{k['world']} worker(s), rows before the resume {k['rows_before_resume']:,} + after "
+          f"{k['rows_trained']:,} = {k['rows_in_split']:,}")
+    return {"workers": workers, "drill_at": drill_at, "samples_per_s": rate, "wall_s": seconds,
+            "two_over_one": rate["two"] / rate["one"], "lost_s": seconds["killed"] - seconds["two"],
+            "kill_to_resumed_s": gap, "killed_run": {key: k[key] for key in (
+                "world", "rows_before_resume", "rows_trained", "rows_in_split")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser("multinode", __doc__, config="required")
+    parser.add_argument("--drill-at", type=int, default=90,
+                        help="global step at which a node is killed (after a checkpoint)")
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    args = parse(parser, argv)
+    return run_bench(lambda: write_results(args, bench_multinode(
+        load_config(args.config, args.overrides), args.drill_at, args.checkpoint_every)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

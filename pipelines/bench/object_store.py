@@ -16,10 +16,8 @@ this reader does against a slow, near (no network latency) endpoint, not a figur
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,14 +25,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import bench_parser, interleave, parse, print_table, run_bench, write_results
 from pipelines.synthetic.store import generate
 from recmtl.config import Config, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.logs import quiet_third_party
 from recmtl.storage import upload_dir
 
 BUCKET = "recmtl-bench"
@@ -78,7 +77,7 @@ def rows_per_s(uri: str, cfg: Config) -> float:
     return rows / (time.perf_counter() - t0)
 
 
-def bench(cfg: Config, repeats: int) -> dict[str, float]:
+def bench(cfg: Config, repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="recmtl-bench-s3-") as tmp:
         cfg = derive(cfg, {"data.root": tmp})
         generate(cfg)
@@ -94,34 +93,29 @@ def bench(cfg: Config, repeats: int) -> dict[str, float]:
             upload_dir(Path(tmp) / "train", f"s3://{BUCKET}/store/train")
             copy_s = time.perf_counter() - t0
             uris = {"local": f"{tmp}/train", "s3": f"s3://{BUCKET}/store/train"}
-            for uri in uris.values():  # warm-up: imports, page cache, connections
-                rows_per_s(uri, cfg)
-            runs: dict[str, list[float]] = {"local": [], "s3": []}
-            for _ in range(repeats):  # pairs back to back: the machine's load moves slowly
-                for k, uri in uris.items():
-                    runs[k].append(rows_per_s(uri, cfg))
-    local, s3 = (statistics.median(runs[k]) for k in ("local", "s3"))
-    ratio = statistics.median(b / a for a, b in zip(runs["local"], runs["s3"], strict=True))
+            # one read each to warm up (imports, page cache, connections), then pairs back to
+            # back: the machine's load moves slowly
+            turns = interleave({k: partial(rows_per_s, uri, cfg) for k, uri in uris.items()},
+                               "local", repeats, warmup=1)
     print(f"train split: {cfg.synthetic.train_rows:,} rows, {size / 2**20:.1f} MiB of Parquet; "
           f"copied to S3 in {copy_s:.1f} s")
-    print(f"reader, local disk   {local:>12,.0f} rows/s  (runs: "
-          + ", ".join(f"{v:,.0f}" for v in runs["local"]) + ")")
-    print(f"reader, S3 (moto)    {s3:>12,.0f} rows/s  (runs: "
-          + ", ".join(f"{v:,.0f}" for v in runs["s3"]) + ")")
-    print(f"S3 / local           {ratio:>12.2f}  (median over the pairs)")
-    return {"local_rows_per_s": local, "s3_rows_per_s": s3, "ratio": ratio}
+    names = {"local": "local disk", "s3": "S3 (moto)"}
+    print_table([{"reader": names[k], "rows/s (median)": turns.median(k),
+                  "x local (median of pairs)": turns.ratio(k) if k != "local" else None,
+                  "runs": ", ".join(f"{v:,.0f}" for v in turns.runs[k])} for k in uris],
+                {"rows/s (median)": ",.0f", "x local (median of pairs)": ".2f"})
+    return {"local_rows_per_s": turns.median("local"), "s3_rows_per_s": turns.median("s3"),
+            "ratio": turns.ratio("s3"), "rows_per_s": turns.summary(), "mib": size / 2**20,
+            "copy_s": copy_s}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.bench.object_store",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("config", nargs="?", default="configs/smoke.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value")
-    p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
-    quiet_third_party()
-    return run_guarded(lambda: bench(load_config(args.config, [*DEFAULTS, *args.overrides]),
-                                     args.repeats))
+    parser = bench_parser("object_store", __doc__, config="optional",
+                          default_config="configs/smoke.yaml", repeats=5,
+                          repeats_help="pairs of reads, local then S3")
+    args = parse(parser, argv)
+    return run_bench(lambda: write_results(
+        args, bench(load_config(args.config, [*DEFAULTS, *args.overrides]), args.repeats)))
 
 
 if __name__ == "__main__":

@@ -6,22 +6,24 @@ samples/s per task, each variant a real `recmtl train` run (Ray, MLflow, report,
     python -m pipelines.bench.quality configs/demo.yaml --suite synthetic \
         --only mmoe_numeric_ple,mmoe_numeric_periodic evaluate.calibration=temperature
 
-Prints a Markdown table and writes it with the raw numbers to ``--out`` (JSON).
+Prints a table and writes the raw numbers, with the table as Markdown, to ``--json``
+(``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
+from pipelines.bench.harness import bench_parser, format_table, parse, print_table, run_bench, write_results
 from pipelines.jobs.train import train
 from recmtl.config import load_config
-from recmtl.logs import quiet_third_party
 
 _BACKBONES = {
     "shared_bottom": ["model.arch=shared_bottom"],
@@ -85,49 +87,52 @@ def run_variant(config: str, name: str, overrides: list[str], extra: list[str]) 
     }
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row per variant: test AUC and logloss per task, samples/s; then the oracle's AUCs."""
     tasks = list(dict.fromkeys(t for r in results for t in r["tasks"]))  # variants may differ
-    head = ["variant", *[f"{t} AUC" for t in tasks], *[f"{t} logloss" for t in tasks],
-            "samples/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in results:
-        cells = [r["variant"]]
-        cells += [_f(r["tasks"].get(t, {}).get("auc")) for t in tasks]
-        cells += [_f(r["tasks"].get(t, {}).get("logloss")) for t in tasks]
-        cells.append(f"{r['samples_per_s']:,.0f}" if r["samples_per_s"] else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [{"variant": r["variant"]}
+            | {f"{t} AUC": r["tasks"].get(t, {}).get("auc") for t in tasks}
+            | {f"{t} logloss": r["tasks"].get(t, {}).get("logloss") for t in tasks}
+            | {"samples/s": r["samples_per_s"] or None} for r in results]
     oracle = {t: next((r["tasks"][t]["oracle_auc"] for r in results if t in r["tasks"]), None)
               for t in tasks}
     if any(v is not None for v in oracle.values()):
-        lines.append("| oracle | " + " | ".join(_f(oracle[t]) for t in tasks)
-                     + " |" + " |" * (len(tasks) + 1))
-    return "\n".join(lines)
+        rows.append({"variant": "oracle"} | {f"{t} AUC": oracle[t] for t in tasks})
+    return rows
 
 
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def formats(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """AUC and logloss to 4 decimals, samples/s whole."""
+    return {c: ",.0f" if c == "samples/s" else ".4f" for row in rows for c in row}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
-    parser.add_argument("--suite", choices=sorted(SUITES), required=True)
-    parser.add_argument("--only", help="comma-separated variants (default: the whole suite)")
-    parser.add_argument("--out", default="runs/quality.json")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value for every variant")
-    args = parser.parse_intermixed_args()
-    quiet_third_party()
+def table(results: list[dict[str, Any]]) -> str:
+    """The rows as Markdown, for the docs."""
+    rows = table_rows(results)
+    return format_table(rows, formats(rows), markdown=True)
+
+
+def bench_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     suite = SUITES[args.suite]
     names = args.only.split(",") if args.only else list(suite)
     results: list[dict[str, Any]] = []
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for n in names:  # written after every variant: a crash keeps what was measured
         results.append(run_variant(args.config, n, suite[n], args.overrides))
-        Path(args.out).write_text(json.dumps({"config": args.config, "results": results,
-                                              "table": table(results)}, indent=2))
-    print(table(results))
+        print(f"{n}: trained in {results[-1]['wall_seconds']:.0f} s", flush=True)
+        write_results(args, {"config": args.config, "variants": results, "table": table(results)})
+    rows = table_rows(results)
+    print_table(rows, formats(rows))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser("quality", __doc__, config="required", json_default="runs/quality.json",
+                          out_alias=True)
+    parser.add_argument("--suite", choices=sorted(SUITES), required=True)
+    parser.add_argument("--only", help="comma-separated variants (default: the whole suite)")
+    args = parse(parser, argv)
+    return run_bench(lambda: bench_quality(args))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,16 +15,13 @@ tables are named after their features:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from pipelines.bench.quality import run_variant
-from pipelines.cli import run_guarded
 from recmtl.config import ConfigError, load_config
-from recmtl.logs import quiet_third_party
 
 TABLES = ("user", "item")
 
@@ -45,37 +42,31 @@ def variants(config: str, overrides: list[str], decays: list[float],
     return out
 
 
-def bench(config: str, overrides: list[str], decays: list[float], out: str,
+def bench(config: str, overrides: list[str], decays: list[float],
           names: tuple[str, ...] = TABLES) -> list[dict[str, Any]]:
     results = []
     for name, changes in variants(config, overrides, decays, names).items():
-        r = run_variant(config, f"decay-{name}", changes, overrides)
-        results.append(r)
-        print("  ".join([f"{name:16s}"] + [
-            f"{t} AUC {m['auc']:.4f} p/y {m['calibration']:.3f} logloss {m['logloss']:.4f}"
-            for t, m in r["tasks"].items()
-            if m.get("auc") is not None]), flush=True)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"config": config, "results": results}, indent=2))
-    print(f"wrote {out}")
+        results.append(run_variant(config, f"decay-{name}", changes, overrides))
+        print(f"{name}: trained in {results[-1]['wall_seconds']:.0f} s", flush=True)
+    rows = [{"variant": r["variant"].removeprefix("decay-")}
+            | {f"{t} {label}": m[key] for t, m in r["tasks"].items() if m.get("auc") is not None
+               for key, label in (("auc", "AUC"), ("calibration", "p/y"), ("logloss", "logloss"))}
+            for r in results]
+    print_table(rows, {c: ".3f" if c.endswith("p/y") else ".4f" for row in rows for c in row})
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.row_decay",
-                                     description="row weight decay on long-tailed ids")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value for every variant")
+    parser = bench_parser("row_decay", __doc__, config="required",
+                          json_default="runs/row_decay.json", out_alias=True)
     parser.add_argument("--decay", default="0.01,0.1", help="comma-separated weight decays")
     parser.add_argument("--tables", default=",".join(TABLES),
                         help="comma-separated tables to decay (default: user,item)")
-    parser.add_argument("--out", default="runs/row_decay.json")
-    args = parser.parse_intermixed_args(argv)
-    quiet_third_party()
+    args = parse(parser, argv)
     decays = [float(v) for v in args.decay.split(",")]
     names = tuple(args.tables.split(","))
-    return run_guarded(lambda: bench(args.config, args.overrides, decays, args.out, names),
-                       prog="bench")
+    return run_bench(lambda: write_results(args, {
+        "config": args.config, "variants": bench(args.config, args.overrides, decays, names)}))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ history lengths 20, 50 and 200 beside the same model without its sequence featur
 For each length L a store is generated from the config's sequence generator with histories cut
 at L and drawn with a mean of 10 L (so ~90% of the rows hold exactly L items, the rest fewer),
 and every sequence feature keeps ``max_len = L``. The no-sequence model is the config with its
-sequence features removed, on the L = max store. Each variant trains ``--steps`` steps in a
-fresh process (torchrec DMP on one rank, the real loop: ``bench_ranks``), so its peak memory
-(``ru_maxrss`` of that process) is its own. Time per sample is then split into the
-no-sequence part and the sequences' extra, whose growth from the shortest to the longest
-length is compared with the growth of L (linear cost: the same ratio).
+sequence features removed, on the L = max store; it runs first in each of the ``--repeats``
+rounds of every variant, and each ratio to it is per round. Each variant trains ``--steps``
+steps in a fresh process (torchrec DMP on one rank, the real loop: ``bench_ranks``), so its
+peak memory (``ru_maxrss`` of that process) is its own. Time per sample (of the medians) is
+then split into the no-sequence part and the sequences' extra, whose growth from the shortest
+to the longest length is compared with the growth of L (linear cost: the same ratio).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import run_guarded
+from pipelines.bench.harness import bench_parser, interleave, parse, print_table, run_bench, write_results
 from recmtl.config import Config, config_from_dict, derive, load_config
-from recmtl.logs import quiet_third_party
 
 
 def with_length(cfg: Config, length: int, encoder: str, root: str) -> Config:
@@ -69,7 +70,7 @@ def one(path: str, steps: int) -> None:
 
 
 def bench(config: str, overrides: list[str], lengths: list[int], encoders: list[str],
-          steps: int, out: str) -> dict[str, Any]:
+          steps: int, repeats: int = 1) -> dict[str, Any]:
     from pipelines.synthetic.sequences import generate_sequences
 
     base = load_config(config, overrides)
@@ -86,54 +87,61 @@ def bench(config: str, overrides: list[str], lengths: list[int], encoders: list[
     for encoder in encoders:
         for length in lengths:
             variants[f"{encoder}@{length}"] = with_length(base, length, encoder, stores[length])
-    results: dict[str, Any] = {}
-    for name, cfg in variants.items():
-        results[name] = r = measure(cfg, steps)
-        print(f"{name:14s} {r['samples_per_s']:>10,.0f} samples/s  peak {r['peak_rss_mb']:,.0f} MB"
-              f"  step ms {r['step_ms']}", flush=True)
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+
+    def trained(name: str) -> Callable[[], float]:
+        def samples_per_s() -> float:
+            measured[name].append(measure(variants[name], steps))
+            print(f"{name}: {measured[name][-1]['samples_per_s']:,.0f} samples/s", flush=True)
+            return float(measured[name][-1]["samples_per_s"])
+        return samples_per_s
+
+    # every variant once per round, the no-sequence model first: its ratios are per round
+    turns = interleave({name: trained(name) for name in variants}, "no_sequences", repeats)
+    results: dict[str, Any] = {
+        name: {"samples_per_s": turns.median(name), "runs": turns.runs[name],
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "step_ms": runs[-1]["step_ms"]}
+        for name, runs in measured.items()}
     plain = results["no_sequences"]["samples_per_s"]
-    print(f"\nno sequences: {plain:,.0f} samples/s")
+    rows: list[dict[str, Any]] = [{"variant": "no_sequences", "samples/s": plain,
+                                   "peak MB": results["no_sequences"]["peak_rss_mb"]}]
     for encoder in encoders:
         extra = {n: 1 / results[f"{encoder}@{n}"]["samples_per_s"] - 1 / plain for n in lengths}
         for n in lengths:
             r = results[f"{encoder}@{n}"]
-            r["vs_no_sequences"] = r["samples_per_s"] / plain
+            r["vs_no_sequences"] = turns.ratio(f"{encoder}@{n}")
             r["extra_us_per_sample"] = extra[n] * 1e6
-            print(f"{encoder} L={n:<4d} {r['vs_no_sequences']:.2f}x of the no-sequence throughput; "
-                  f"sequences add {extra[n] * 1e6:.1f} us/sample ({extra[n] * 1e6 / n:.2f} us per "
-                  "history slot)")
-        lo, hi = min(lengths), max(lengths)
-        if extra[lo] > 0:
-            print(f"{encoder}: the sequences' cost grows {extra[hi] / extra[lo]:.1f}x from L={lo} "
+            rows.append({"variant": f"{encoder}@{n}", "samples/s": r["samples_per_s"],
+                         "peak MB": r["peak_rss_mb"], "x no sequences": r["vs_no_sequences"],
+                         "extra us/sample": extra[n] * 1e6,
+                         "us per history slot": extra[n] * 1e6 / n})
+    print_table(rows, {"samples/s": ",.0f", "peak MB": ",.0f", "x no sequences": ".2f",
+                       "extra us/sample": ".1f", "us per history slot": ".2f"})
+    lo, hi = min(lengths), max(lengths)
+    for encoder in encoders:
+        low, high = (results[f"{encoder}@{n}"]["extra_us_per_sample"] for n in (lo, hi))
+        if low > 0:
+            print(f"{encoder}: the sequences' cost grows {high / low:.1f}x from L={lo} "
                   f"to L={hi} (L grows {hi / lo:.1f}x)")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"config": config, "steps": steps, "results": results},
-                                    indent=2))
-    print(f"wrote {out}")
-    return results
+    return {"config": config, "steps": steps, "variants": results}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.sequence_cost",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("config", nargs="?")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value for every variant")
+    parser = bench_parser("sequence_cost", __doc__, config="optional",
+                          json_default="runs/sequence_cost.json", out_alias=True, repeats=1,
+                          repeats_help="rounds of every variant, the no-sequence model first")
     parser.add_argument("--lengths", default="20,50,200")
     parser.add_argument("--encoders", default="din", help="din, bst or both: din,bst")
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--out", default="runs/sequence_cost.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one variant, this process
-    args = parser.parse_intermixed_args(argv)
-    quiet_third_party()
+    args = parse(parser, argv)
     if args.one:
-        one(args.one, args.steps)
-        return 0
+        return run_bench(lambda: one(args.one, args.steps))
     if not args.config:
         parser.error("the config is required")
     lengths = sorted(int(n) for n in args.lengths.split(","))
-    return run_guarded(lambda: bench(args.config, args.overrides, lengths,
-                                     args.encoders.split(","), args.steps, args.out),
-                       prog="bench")
+    return run_bench(lambda: write_results(args, bench(
+        args.config, args.overrides, lengths, args.encoders.split(","), args.steps, args.repeats)))
 
 
 if __name__ == "__main__":

@@ -17,16 +17,13 @@ dtrn and infnet with ``interaction: none``, which they need with sequences).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
 from pipelines.bench.quality import run_variant
-from pipelines.cli import run_guarded
 from recmtl.config import load_config
-from recmtl.logs import quiet_third_party
 
 BST = {"encoder": "bst", "num_heads": 2, "num_layers": 1, "ffn_dim": 32}
 
@@ -69,42 +66,46 @@ def gap_closed(auc: float, pooled: float, oracle: float) -> float:
     return (auc - pooled) / (oracle - pooled) if oracle > pooled else float("nan")
 
 
-def bench(config: str, overrides: list[str], out: str,
-          archs: list[str] | None = None) -> list[dict[str, Any]]:
+def bench(config: str, overrides: list[str], archs: list[str] | None = None) -> list[dict[str, Any]]:
     results = []
     chosen = arch_variants(config, overrides, archs) if archs else variants(config, overrides)
     for name, changes in chosen.items():
         results.append(run_variant(config, name, changes, overrides))
-        r = results[-1]
-        print(f"{name:10s} " + "  ".join(
-            f"{t} AUC {m['auc']:.4f} (oracle {m['oracle_auc']:.4f})"
-            for t, m in r["tasks"].items() if m.get("auc") is not None and m.get("oracle_auc"))
-            + f"  {r['samples_per_s'] or 0:,.0f} samples/s", flush=True)
+        print(f"{name}: trained in {results[-1]['wall_seconds']:.0f} s", flush=True)
     pooled = next(r for r in results if r["variant"] == "pooled")["tasks"]
     for r in results:
         r["gap_closed"] = {t: gap_closed(m["auc"], pooled[t]["auc"], m["oracle_auc"])
                            for t, m in r["tasks"].items() if m.get("oracle_auc")}
-        print(f"{r['variant']:18s} gap to the oracle closed vs pooled: " + ", ".join(
-            f"{t} {v:+.2f}" for t, v in r["gap_closed"].items()))
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"config": config, "results": results}, indent=2))
-    print(f"wrote {out}")
+    rows = table_rows(results)
+    print_table(rows, {c: ",.0f" if c == "samples/s" else "+.2f" if c.endswith("closed") else ".4f"
+                       for row in rows for c in row})
     return results
 
 
+def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant: each task's AUC and the share of the pooled model's gap to the oracle it
+    closes, samples/s; then the oracle's AUCs."""
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"variant": r["variant"]}
+        for t, m in r["tasks"].items():
+            if m.get("auc") is not None and m.get("oracle_auc"):
+                row[f"{t} AUC"] = m["auc"]
+                row[f"{t} gap closed"] = r["gap_closed"][t]
+        rows.append(row | {"samples/s": r["samples_per_s"] or None})
+    oracle = {t: m["oracle_auc"] for t, m in results[0]["tasks"].items() if m.get("oracle_auc")}
+    return [*rows, {"variant": "oracle"} | {f"{t} AUC": v for t, v in oracle.items()}]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.sequences",
-                                     description="no history vs pooled vs DIN vs BST")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value for every variant")
-    parser.add_argument("--out", default="runs/sequences.json")
+    parser = bench_parser("sequences", __doc__, config="required",
+                          json_default="runs/sequences.json", out_alias=True)
     parser.add_argument("--archs", default="",
                         help="comma-separated model.arch values: pooled vs DIN under each")
-    args = parser.parse_intermixed_args(argv)
-    quiet_third_party()
+    args = parse(parser, argv)
     archs = [a for a in args.archs.split(",") if a]
-    return run_guarded(lambda: bench(args.config, args.overrides, args.out, archs),
-                       prog="bench")
+    return run_bench(lambda: write_results(args, {
+        "config": args.config, "variants": bench(args.config, args.overrides, archs)}))
 
 
 if __name__ == "__main__":

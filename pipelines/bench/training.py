@@ -1,7 +1,7 @@
 """Training throughput and where the time goes, on this machine.
 
     python -m pipelines.bench.training CONFIG [dotted.key=value ...] [--steps 60] [--ray-workers 2]
-        [--ranks 2] [--data-repeats 5]
+        [--ranks 2] [--data-repeats 5] [--repeats 1] [--json PATH]
 
 
 Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
@@ -11,7 +11,8 @@ Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
 - training samples/s on 1 and 2 processes without Ray (as torchrun; torchrec DMP on gloo, the
   real loop, ``bench_ranks``): step breakdown, the share spent in communication, sharded
   checkpoint save and restore times; and the pure-PyTorch baseline (``bench_baseline``) in the
-  same run, so the ratio survives a noisy machine;
+  same run, the two taking turns ``--repeats`` times, so the ratio (the median of the rounds')
+  survives a noisy machine;
 - single-process samples/s with ``train.bf16`` too, where the CPU has bfloat16 dot products
   (or on CUDA), beside float32 in the same run;
 - training samples/s on N Ray workers (the real job, with validation and checkpoint);
@@ -21,14 +22,13 @@ Prints and writes JSON (``runs/bench-<name>-<time>.json``) of:
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from importlib.metadata import version
 from itertools import islice
 from pathlib import Path
@@ -39,12 +39,11 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines.bench.baseline import bench_baseline
+from pipelines.bench.harness import bench_parser, interleave, parse, print_table, run_bench, write_results
 from pipelines.bench.ranks import bench_ranks
-from pipelines.cli import run_guarded
 from recmtl.config import Config, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
-from recmtl.logs import quiet_third_party
 from recmtl.train.launch import absolute_data_root, fit
 from recmtl.train.worker import train_readers
 
@@ -125,13 +124,11 @@ def bench_data_path(cfg: Config, repeats: int = 5) -> dict[str, float]:
     reader = ParquetBatchReader(f"{cfg.data.root}/train", schema, cfg.data.batch_size,
                                 shuffle=cfg.data.shuffle, seed=cfg.seed)
     in_order = ParquetBatchReader(f"{cfg.data.root}/train", schema, cfg.data.batch_size)
-    runs: dict[str, list[float]] = {"decode_floor": [], "record_batch_loop": [], "reader": [],
-                                    "reader_in_file_order": []}
-    for _ in range(repeats):
-        runs["decode_floor"].append(raw_decode_rows_per_s(reader))
-        runs["record_batch_loop"].append(record_batch_loop_rows_per_s(reader))
-        runs["reader"].append(reader_rows_per_s(reader))
-        runs["reader_in_file_order"].append(reader_rows_per_s(in_order))
+    runs = interleave({"decode_floor": partial(raw_decode_rows_per_s, reader),
+                       "record_batch_loop": partial(record_batch_loop_rows_per_s, reader),
+                       "reader": partial(reader_rows_per_s, reader),
+                       "reader_in_file_order": partial(reader_rows_per_s, in_order)},
+                      "decode_floor", repeats).runs
     best = {k: max(v) for k, v in runs.items()}
     return ({f"{k}_rows_per_s": v for k, v in best.items()}
             | {f"{k}_median_rows_per_s": statistics.median(v) for k, v in runs.items()}
@@ -141,10 +138,64 @@ def bench_data_path(cfg: Config, repeats: int = 5) -> dict[str, float]:
                    best["reader_in_file_order"] / best["decode_floor"]})
 
 
-def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = None,
-          ranks: tuple[int, ...] = (2,), data_repeats: int = 5) -> dict[str, Any]:
+def print_data_path(d: dict[str, float], shuffled: bool) -> None:
+    order = "shuffled" if shuffled else "in file order"
+    names = {"reader": f"reader (validated, {order}, KJT batches)",
+             "reader_in_file_order": "reader in file order",
+             "record_batch_loop": "pyarrow record-batch loop",
+             "decode_floor": "decode floor (row groups to numpy)"}
+    print_table([{"data path": label, "rows/s (best)": d[f"{k}_rows_per_s"],
+                  "rows/s (median)": d[f"{k}_median_rows_per_s"],
+                  "x decode floor": d[f"{k}_rows_per_s"] / d["decode_floor_rows_per_s"],
+                  "x record-batch loop": d[f"{k}_rows_per_s"] / d["record_batch_loop_rows_per_s"]}
+                 for k, label in names.items()],
+                {"rows/s (best)": ",.0f", "rows/s (median)": ",.0f", "x decode floor": ".0%",
+                 "x record-batch loop": ".0%"})
+
+
+def against_baseline(cfg: Config, steps: int, repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """recmtl on one process (``bench_ranks``) and the pure-PyTorch baseline in turns; each's
+    last run with its median samples/s and runs, recmtl's with its per-round ratio."""
+    reader, _ = train_readers(cfg, 0, 1)
+    batches = list(islice(reader.epoch(0), min(steps, 30)))
+    last: dict[str, dict[str, Any]] = {}
+
+    def recmtl() -> float:
+        last["recmtl"] = bench_ranks(cfg, steps, world=1)
+        return float(last["recmtl"]["samples_per_s"])
+
+    def baseline() -> float:
+        last["baseline"] = bench_baseline(cfg, batches)
+        return last["baseline"]["samples_per_s"]
+
+    turns = interleave({"recmtl": recmtl, "baseline": baseline}, "baseline", repeats)
+    single = last["recmtl"] | {"samples_per_s": turns.median("recmtl"), "runs": turns.runs["recmtl"],
+                               "vs_baseline": turns.ratio("recmtl"),
+                               "vs_baseline_per_round": turns.ratios("recmtl")}
+    base = last["baseline"] | {"samples_per_s": turns.median("baseline"),
+                               "runs": turns.runs["baseline"]}
+    return single, base
+
+
+def _row(run: str, r: dict[str, Any], vs_baseline: float | None = None,
+         vs_float32: float | None = None) -> dict[str, Any]:
+    """A training run's line of the table: samples/s, its ratio, the step, comms, checkpoint."""
+    return {"run": run, "samples/s": r["samples_per_s"], "x baseline": vs_baseline,
+            "x float32": vs_float32, "comm ms/step": r.get("communication_ms_per_step"),
+            "comm share": r.get("communication_share"), "ckpt MB": r.get("checkpoint_mb"),
+            "save s": r.get("checkpoint_save_s"), "restore s": r.get("checkpoint_restore_s"),
+            "step ms": ", ".join(f"{k} {v}" for k, v in r.get("step_ms", {}).items()) or None}
+
+
+TRAINING_FORMATS = {"samples/s": ",.0f", "x baseline": ".2f", "x float32": ".2f",
+                    "comm ms/step": ".2f", "comm share": ".0%", "ckpt MB": ",.0f", "save s": ".2f",
+                    "restore s": ".2f", "fit s (start, validation, checkpoint)": ".0f"}
+
+
+def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, ranks: tuple[int, ...] = (2,),
+          data_repeats: int = 5, repeats: int = 1) -> dict[str, Any]:
     """``ranks``: the multi-process runs without Ray (world sizes; on cuda those above the
-    GPU count are skipped: one GPU per rank)."""
+    GPU count are skipped: one GPU per rank). ``repeats``: rounds of recmtl then the baseline."""
     cfg = absolute_data_root(cfg)
     torch.manual_seed(cfg.seed)
     results: dict[str, Any] = {
@@ -155,47 +206,27 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
     }
     print(f"bench: {cfg.name} on {results['cpu']} ({results['torch_threads']} threads)")
     results["data_path"] = bench_data_path(cfg, repeats=data_repeats)
-    d = results["data_path"]
-    order = "shuffled" if cfg.data.shuffle else "in file order"
-    print(f"data path: reader {d['reader_rows_per_s']:,.0f} rows/s (validated, {order}, KJT "
-          f"batches); pyarrow record-batch loop {d['record_batch_loop_rows_per_s']:,.0f} rows/s "
-          f"({d['reader_vs_record_batch_loop']:.0%}); decode floor (row groups to numpy) "
-          f"{d['decode_floor_rows_per_s']:,.0f} rows/s ({d['reader_vs_decode_floor']:.0%}); "
-          f"reader in file order {d['reader_in_file_order_rows_per_s']:,.0f} rows/s "
-          f"({d['reader_in_file_order_vs_decode_floor']:.0%} of the floor)", flush=True)
+    print_data_path(results["data_path"], cfg.data.shuffle)
 
-    results["single_process"] = s = bench_ranks(cfg, steps, world=1)
-    print(f"single process (torchrec DMP, 1 rank): {s['samples_per_s']:,.0f} samples/s; "
-          f"step ms {s['step_ms']}; checkpoint {s['checkpoint_mb']:.0f} MB saved in "
-          f"{s['checkpoint_save_s']:.2f}s, restored in {s['checkpoint_restore_s']:.2f}s",
-          flush=True)
-
-    reader, _ = train_readers(cfg, 0, 1)
-    batches = list(islice(reader.epoch(0), min(steps, 30)))
-    results["baseline"] = bench_baseline(cfg, batches)
-    b = results["baseline"]
-    ratio = s["samples_per_s"] / b["samples_per_s"]
-    results["single_process"]["vs_baseline"] = ratio
-    print(f"pure-PyTorch baseline (in-memory data): {b['samples_per_s']:,.0f} samples/s; "
-          f"recmtl / baseline = {ratio:.2f}x", flush=True)
+    s, b = against_baseline(cfg, steps, repeats)
+    results["single_process"], results["baseline"] = s, b
+    table = [_row("1 process (torchrec DMP)", s, vs_baseline=s["vs_baseline"]),
+             _row("pure-PyTorch baseline (in-memory data)", b)]
+    print(f"1 process and the baseline: {repeats} round(s) done", flush=True)
 
     if not cfg.train.bf16 and (cfg.train.device == "cuda" or cpu_has_bf16()):
         bf16 = derive(cfg, {"train.bf16": True})
         results["single_process_bf16"] = s16 = bench_ranks(bf16, steps, world=1)
-        print(f"single process, train.bf16=true: {s16['samples_per_s']:,.0f} samples/s "
-              f"({s16['samples_per_s'] / s['samples_per_s']:.2f}x float32); step ms "
-              f"{s16['step_ms']}", flush=True)
+        table.append(_row("1 process, train.bf16=true", s16,
+                          vs_float32=s16["samples_per_s"] / s["samples_per_s"]))
+        print("1 process with bf16: done", flush=True)
 
     if cfg.train.device == "cuda":
         ranks = tuple(w for w in ranks if w <= torch.cuda.device_count())
     for world in ranks:
-        r = bench_ranks(cfg, steps, world)
-        results[f"ranks_{world}"] = r
-        print(f"{world} processes, no Ray: {r['samples_per_s']:,.0f} samples/s; step ms "
-              f"{r['step_ms']}; communication {r['communication_ms_per_step']} ms/step "
-              f"({r['communication_share']:.0%}, profiled); checkpoint "
-              f"{r['checkpoint_mb']:.0f} MB saved in {r['checkpoint_save_s']:.2f}s, restored in "
-              f"{r['checkpoint_restore_s']:.2f}s", flush=True)
+        results[f"ranks_{world}"] = r = bench_ranks(cfg, steps, world)
+        table.append(_row(f"{world} processes, no Ray", r))
+        print(f"{world} processes: done", flush=True)
 
     if ray_workers:
         with tempfile.TemporaryDirectory() as tmp:
@@ -209,14 +240,12 @@ def bench(cfg: Config, steps: int = 60, ray_workers: int = 2, out: str | None = 
                           "samples_per_s": metrics["train/epoch_samples_per_s"],
                           "fit_seconds": wall,
                           "worker_peak_rss_mb": metrics.get("peak_rss_mb")}
-        print(f"Ray Train, {ray_workers} workers: {results['ray']['samples_per_s']:,.0f} "
-              f"samples/s (fit incl. start, validation, checkpoint: {wall:.0f}s)", flush=True)
+        table.append({"run": f"Ray Train, {ray_workers} workers",
+                      "samples/s": results["ray"]["samples_per_s"],
+                      "fit s (start, validation, checkpoint)": wall})
+    print_table(table, TRAINING_FORMATS)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    path = Path(out) if out else (Path(cfg.output_dir)
-                                  / f"bench-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=float))
-    print(f"peak memory {results['peak_rss_mb']:,.0f} MB; wrote {path}")
+    print(f"peak memory {results['peak_rss_mb']:,.0f} MB")
     return results
 
 
@@ -229,23 +258,24 @@ def _installed(package: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench.training",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value")
+    parser = bench_parser("training", __doc__, config="required", repeats=1,
+                          repeats_help="rounds of recmtl on 1 process then the baseline")
     parser.add_argument("--steps", type=int, default=60, help="training steps per run")
     parser.add_argument("--ray-workers", type=int, default=2, help="0 skips the Ray run")
     parser.add_argument("--ranks", default="2",
                         help="comma-separated world sizes of the runs without Ray ('' skips)")
     parser.add_argument("--data-repeats", type=int, default=5, help="passes of the data path")
-    parser.add_argument("--json", help="where to write the results")
-    args = parser.parse_args(argv)
-    quiet_third_party()
-    return run_guarded(lambda: bench(load_config(args.config, args.overrides), steps=args.steps,
-                                     ray_workers=args.ray_workers, out=args.json,
-                                     ranks=tuple(int(w) for w in args.ranks.split(",") if w),
-                                     data_repeats=args.data_repeats),
-                       prog="bench")
+    args = parse(parser, argv)
+
+    def run() -> None:
+        cfg = load_config(args.config, args.overrides)
+        results = bench(cfg, steps=args.steps, ray_workers=args.ray_workers,
+                        ranks=tuple(int(w) for w in args.ranks.split(",") if w),
+                        data_repeats=args.data_repeats, repeats=args.repeats)
+        write_results(args, results, default=Path(cfg.output_dir) / (
+            f"bench-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"))
+
+    return run_bench(run)
 
 
 if __name__ == "__main__":

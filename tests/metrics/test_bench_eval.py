@@ -1,5 +1,5 @@
 """pipelines/bench/eval.py: the evaluation set it builds is the one its docstring describes,
-the report built from it agrees with sklearn, and main() prints and returns every part."""
+the report built from it agrees with sklearn, and main() prints and writes every part."""
 
 import json
 import re
@@ -60,13 +60,17 @@ def test_report_on_the_eval_set_matches_sklearn():
         assert report["tasks"][name]["auc"] < report["tasks"][name]["oracle_auc"]
 
 
-def test_main_prints_and_returns_every_part(tmp_path, capsys):
+def test_main_prints_and_writes_every_part(tmp_path, capsys):
     out = tmp_path / "timings.json"
-    results = main(["--rows", "20000", "--bootstrap", "20", "--slice-values", "5",
-                    "--json", str(out)])
+    assert main(["--rows", "20000", "--bootstrap", "20", "--slice-values", "5",
+                 "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert json.loads(out.read_text()) == results
-    parts = dict(re.findall(r"^  (\w+)\s+([0-9.]+)s$", printed, re.MULTILINE))
+    written = json.loads(out.read_text())
+    assert written["bench"] == "eval" and written["command"].endswith(f"--json {out}")
+    results = written["results"]
+    # the table: a header, a rule, then "part  seconds" rows, the last one the total
+    parts = dict(re.findall(r"^(\w+)\s+([0-9.]+)$", printed, re.MULTILINE))
+    assert parts.pop("total") == f"{results['total_s']:.2f}"
     assert set(parts) == {"rank", "auc", "oracle_auc", "gauc", "logloss", "ece", "bootstrap",
                           "curves", "slices"}
     assert {k.removesuffix("_s") for k in results if k.endswith("_s")} == set(parts) | {"total"}
