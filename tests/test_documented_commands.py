@@ -1,4 +1,4 @@
-"""Every command the README, docs/*.md and the config comments show runs, end to end.
+"""Every command the README, docs/**/*.md and the config comments show runs, end to end.
 
 The commands are collected from the files at test time (``tests/documented.py``) and each must
 match exactly one entry of ``TABLE``: a documented command without an entry fails (add one),
@@ -13,7 +13,8 @@ Each entry says how its command is checked:
   as they would in a checkout and nothing lands in the repository. ``after`` names documented
   commands that must have run first (the store it reads, the run whose bundle it uses); each
   runs once per session and its result is shared.
-- ``heavy``: the same, marked ``heavy`` (``make test-heavy``): long by nature.
+- ``heavy``: the same, marked ``heavy`` (``make test-heavy``): long by nature. ``make test``
+  still checks that each parses (``tests/test_documented_parse.py``).
 - ``help``: a usage line: ``--help`` of the (sub)command succeeds and names every ``--flag``
   the line shows.
 - ``covered``: not run from the suite (``make demo``, ``make test``...), with the reason.
