@@ -277,7 +277,7 @@ TABLE: list[Entry] = [
           "prepares the split, fits the trees and trains MMoE three times", extra=CENSUS_TRAIN,
           census=True),
     # Usage lines and commands named in prose: --help, and the flags they show.
-    Entry(r"recmtl (train|prepare|compare|evaluate|export|daily|score --raw)", "help",
+    Entry(r"recmtl (generate|train|prepare|compare|evaluate|export|daily|score --raw)", "help",
           "named in prose"),
     Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
     Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
