@@ -77,6 +77,7 @@ CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+SEQ300K_GEN = "recmtl generate configs/sequences/din.yaml synthetic.train_rows=300000"
 LONGTAIL_GEN = "recmtl generate configs/longtail/longtail.yaml"
 LONGTAIL_PREP = "recmtl prepare configs/longtail/prepare.yml"
 CALIBRATION_GEN = ("recmtl generate configs/demo.yaml data.root=data/calibration "
@@ -140,6 +141,7 @@ TABLE: list[Entry] = [
           subs=(("--rows 10000000", "--rows 20000"),), extra=("--bootstrap", "20")),
     # More synthetic stores: generation is cheap at a few thousand rows.
     Entry(_exact(DEMO16M_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(SEQ300K_GEN), "run", extra=SMALL_DATA),
     Entry(_exact("recmtl generate configs/quality/funnel_24m.yaml"), "run", extra=SMALL_DATA),
     Entry(_exact(STANDARD_GEN), "run",
           # bench.compile takes no overrides: 8 batches of 4096 for `--steps 3` after 5 warm-up
@@ -175,9 +177,16 @@ TABLE: list[Entry] = [
           "seven single-process trainings on three generated stores",
           extra=("synthetic.valid_rows=2000", "synthetic.test_rows=2000", "--steps", "3",
                  "--lengths", "5,10")),
-    Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml"), "heavy",
-          "four Ray trainings: no history, pooled, DIN, BST", extra=SMALL_TRAIN,
-          after=("recmtl generate configs/sequences/din.yaml",)),
+    Entry(_exact("python -m pipelines.bench.sequence_cost configs/sequences/din.yaml "
+                 "synthetic.train_rows=20000 model.expert_layers=[256,128] --steps 30 "
+                 "--encoders din,bst"), "heavy",
+          "seven single-process trainings on three generated stores, experts [256, 128]",
+          extra=("synthetic.valid_rows=2000", "synthetic.test_rows=2000", "--steps", "3",
+                 "--lengths", "5,10")),
+    Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml "
+                 "synthetic.train_rows=300000"), "heavy",
+          "five Ray trainings on the (small) store generated with the same override",
+          extra=("synthetic.train_rows=4000", *SMALL_TRAIN), after=(SEQ300K_GEN,)),
     Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml "
                  "--archs mmoe,dtrn,infnet"), "heavy",
           "four Ray trainings: pooled, DIN under mmoe, dtrn, infnet", extra=SMALL_TRAIN,
@@ -201,6 +210,11 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration"),
           "heavy", "one Ray training, then every calibration method from its logits",
           extra=SMALL_TRAIN, after=(CALIBRATION_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration "
+                 "train.epochs=2"), "heavy", "two epochs of one Ray training, then every method",
+          extra=SMALL_TRAIN, after=(CALIBRATION_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration configs/smoke.yaml"), "heavy",
+          "one Ray training on the smoke store, then every method", after=(SMOKE_GEN,)),
     Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml"), "heavy",
           "one Ray training on the small demo store, then every method", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
@@ -225,8 +239,8 @@ TABLE: list[Entry] = [
     Entry(r"recmtl train configs/demo\.yaml train\.epochs=2( data\.batch_size=8192)?", "heavy",
           "the batch size is overridden to fit the small store", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
-    Entry(_exact("recmtl train configs/bench/standard.yaml train.bf16=true "
-                 "evaluate.save_predictions=true seed=S"), "heavy",
+    Entry(r"recmtl train configs/bench/standard\.yaml( train\.bf16=true)? "
+          r"evaluate\.save_predictions=true seed=S", "heavy",
           subs=(("seed=S", "seed=0"),), extra=SMALL_TRAIN, after=(STANDARD_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic"), "heavy",
           "every variant of the suite trains", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
