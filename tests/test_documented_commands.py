@@ -77,6 +77,7 @@ CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+DEMO8M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo8m synthetic.train_rows=8000000"
 SEQ300K_GEN = "recmtl generate configs/sequences/din.yaml synthetic.train_rows=300000"
 LONGTAIL_GEN = "recmtl generate configs/longtail/longtail.yaml"
 LONGTAIL_PREP = "recmtl prepare configs/longtail/prepare.yml"
@@ -111,22 +112,23 @@ TABLE: list[Entry] = [
                 ("[--tracking-uri URI]", "--tracking-uri sqlite:///runs/mlflow.db"),
                 ("[--out DIR|FILE.json]", "--out compare.json")),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("recmtl score --bundle /tmp/b --data data/demo/test"), "run",
-          subs=(("/tmp/b", "{bundle}"),), after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl evaluate configs/demo.yaml"), "run", "the newest run's checkpoint",
+          after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl score --bundle runs/bundle --data data/demo/test"), "run",
+          subs=(("runs/bundle", "{bundle}"),), after=(DEMO_TRAIN,)),
     Entry(_exact("recmtl score --bundle runs/demo-.../export --data data/demo/test "
                  "--out scores.parquet --keep impression_id [--backend torch|onnx|aoti]"), "run",
           subs=(("runs/demo-.../export", "{bundle}"), ("[--backend torch|onnx|aoti]", "--backend onnx")),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("python -m pipelines.bench.serving --bundle /tmp/b --data data/demo/test"), "run",
-          subs=(("/tmp/b", "{bundle}"),), extra=("--requests", "3"), after=(DEMO_TRAIN,)),
-    Entry(_exact("python -m pipelines.bench.serving --bundle DIR --data data/demo/test"), "run",
-          subs=(("DIR", "{bundle}"),), extra=("--requests", "3"), after=(DEMO_TRAIN,)),
+    Entry(_exact("python -m pipelines.bench.serving --bundle runs/bundle --data data/demo/test"),
+          "run", subs=(("runs/bundle", "{bundle}"),), extra=("--requests", "3"),
+          after=(DEMO_TRAIN,)),
     Entry(_exact("python -m pipelines.bench.serving --bundle runs/demo-.../export "
                  "--data data/demo/test"), "run",
           subs=(("runs/demo-.../export", "{bundle}"),), extra=("--requests", "3"),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("recmtl export configs/demo.yaml export.aot_inductor=true --out /tmp/b"), "heavy",
-          "AOTInductor compiles for ~30 s more", subs=(("/tmp/b", "{out}"),),
+    Entry(_exact("recmtl export configs/demo.yaml export.aot_inductor=true --out runs/bundle"),
+          "heavy", "AOTInductor compiles for ~30 s more", subs=(("runs/bundle", "{out}"),),
           extra=("export.parity_rows=512",), after=(DEMO_TRAIN,)),
     Entry(_exact("recmtl evaluate CONFIG --checkpoint s3://bucket/checkpoints/<run>/epoch-0000 "
                  "--out DIR"), "covered",
@@ -141,6 +143,7 @@ TABLE: list[Entry] = [
           subs=(("--rows 10000000", "--rows 20000"),), extra=("--bootstrap", "20")),
     # More synthetic stores: generation is cheap at a few thousand rows.
     Entry(_exact(DEMO16M_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(DEMO8M_GEN), "run", extra=SMALL_DATA),
     Entry(_exact(SEQ300K_GEN), "run", extra=SMALL_DATA),
     Entry(_exact("recmtl generate configs/quality/funnel_24m.yaml"), "run", extra=SMALL_DATA),
     Entry(_exact(STANDARD_GEN), "run",
@@ -244,9 +247,17 @@ TABLE: list[Entry] = [
           subs=(("seed=S", "seed=0"),), extra=SMALL_TRAIN, after=(STANDARD_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic"), "heavy",
           "every variant of the suite trains", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home"),
+          "heavy", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
                  "data.root=data/demo16m synthetic.train_rows=16000000"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO16M_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
+                 "data.root=data/demo8m synthetic.train_rows=8000000"), "heavy",
+          extra=SMALL_TRAIN, after=(DEMO8M_GEN,)),
+    Entry(_exact("recmtl train configs/quality/funnel_24m.yaml data.root=data/demo16m "
+                 "synthetic.train_rows=16000000"), "heavy", extra=SMALL_TRAIN,
+          after=(DEMO16M_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only "
                  "mmoe_numeric_ple evaluate.calibration=temperature"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO_GEN,)),
@@ -255,14 +266,21 @@ TABLE: list[Entry] = [
           "heavy",
           "generates its stores and trains every (store, architecture) in-process",
           extra=("--rows", "3000", "--datasets", "funnel,multitask-low", "--work", "bench-stores")),
-    Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
+    Entry(r"python -m pipelines\.bench\.training configs/bench/standard\.yaml"
+          r"( train\.pipeline=sparse_dist)?", "heavy",
           "1 and 2 processes, the baseline and a Ray job",
           extra=("--steps", "3", "data.batch_size=1024"), after=(STANDARD_GEN,)),
+    Entry(_exact("python -m pipelines.bench.training configs/demo.yaml --steps 40"), "heavy",
+          "1 and 2 processes, the baseline and a Ray job on the (small) demo store",
+          extra=("--steps", "3", "data.batch_size=1024"), after=(DEMO_GEN,)),
     Entry(_exact("python -m pipelines.bench.compile configs/bench/standard.yaml"), "heavy",
           "compiles the dense part (~12 s) and runs both", extra=("--steps", "3"),
           after=(STANDARD_GEN,)),
     Entry(_exact("python -m pipelines.bench.fault CONFIG --kill-at 30 --checkpoint-every 20"),
           "heavy", "two Ray jobs on the smoke store", subs=(("CONFIG", "configs/smoke.yaml"),),
+          after=(SMOKE_GEN,)),
+    Entry(_exact("python -m pipelines.bench.fault configs/smoke.yaml --kill-at 30 "
+                 "--checkpoint-every 20"), "heavy", "two Ray jobs on the smoke store",
           after=(SMOKE_GEN,)),
     Entry(_exact("python -m pipelines.bench.multinode configs/smoke.yaml --drill-at 90 "
                  "train.epochs=2"), "heavy", "three Ray jobs on two Ray clusters of real nodes",
@@ -281,12 +299,15 @@ TABLE: list[Entry] = [
     Entry(_exact(CENSUS_PREP), "run", census=True),
     Entry(_exact("recmtl train data/census/census.yaml"), "run", extra=CENSUS_TRAIN,
           after=(CENSUS_PREP,), census=True),
-    Entry(_exact("recmtl train data/census/census.yaml [model.arch=ple]"), "heavy",
-          subs=(("[model.arch=ple]", "model.arch=ple"),), extra=CENSUS_TRAIN,
-          after=(CENSUS_PREP,), census=True),
+    Entry(r"recmtl train data/census/census\.yaml( [\w.]+=\S+)+", "heavy",
+          "one Ray training of 12 epochs on the prepared split, with the figure's overrides",
+          extra=CENSUS_TRAIN, after=(CENSUS_PREP,), census=True),
     Entry(_exact("python -m pipelines.bench.quality data/census/census.yaml --suite census"),
           "heavy", "every variant of the suite trains", extra=CENSUS_TRAIN,
           after=(CENSUS_PREP,), census=True),
+    Entry(_exact("python -m pipelines.bench.quality data/census/census.yaml --suite census "
+                 "--only shared_bottom"), "heavy", extra=CENSUS_TRAIN, after=(CENSUS_PREP,),
+          census=True),
     Entry(_exact("python -m pipelines.bench.census"), "heavy",
           "prepares the split, fits the trees and trains MMoE three times", extra=CENSUS_TRAIN,
           census=True),
@@ -295,6 +316,14 @@ TABLE: list[Entry] = [
           "named in prose"),
     Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
     Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
+    # The README's table of subcommands, one usage line each.
+    Entry(_exact("recmtl generate CONFIG [dotted.key=value ...]"), "help"),
+    Entry(_exact("recmtl evaluate CONFIG [--checkpoint DIR] [--bundle DIR] [--slice COLUMN] "
+                 "[--out DIR]"), "help"),
+    Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend NAME] [--keep COL] "
+                 "[--raw]"), "help"),
+    Entry(r"recmtl compare RUN_A RUN_B( \[--tracking-uri URI\] \[--out PATH\])?", "help"),
+    Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR] [--previous DIR]"), "help"),
     Entry(_exact("recmtl prepare-census [--src CSV.gz] [--out DIR]"), "help"),
     Entry(_exact("recmtl train CONFIG --warm-start RUN"), "help"),
     Entry(_exact("recmtl train CONFIG [--warm-start RUN] [dotted.key=value ...]"), "help"),
