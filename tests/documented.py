@@ -1,6 +1,7 @@
 """The commands the documentation shows, collected from the files themselves.
 
-Sources: README.md, docs/*.md, and the comments of configs/**/*.yaml. A command is a line of a
+Sources: README.md, docs/**/*.md (subfolders such as docs/benchmarks/ included), and the
+comments of configs/**/*.yaml. A command is a line of a
 fenced code block (``\\`` continuations joined, a trailing ``# comment`` dropped) or an inline
 code span (which may wrap across lines), split at ``&&``, that starts with one of ``PREFIXES``
 once a leading ``time `` or ``$ `` is dropped. Whitespace is collapsed, so a command is one
@@ -18,8 +19,8 @@ _SPAN = re.compile(r"`([^`]+)`")
 
 
 def sources(root: Path = ROOT) -> list[Path]:
-    """The files whose commands must run: README.md, docs/*.md, configs/**/*.yaml."""
-    return ([root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    """The files whose commands must run: README.md, docs/**/*.md, configs/**/*.yaml."""
+    return ([root / "README.md", *sorted((root / "docs").rglob("*.md"))]
             + sorted((root / "configs").rglob("*.yaml")))
 
 

@@ -1,4 +1,4 @@
-"""Every command the README, docs/*.md and the config comments show runs, end to end.
+"""Every command the README, docs/**/*.md and the config comments show runs, end to end.
 
 The commands are collected from the files at test time (``tests/documented.py``) and each must
 match exactly one entry of ``TABLE``: a documented command without an entry fails (add one),
@@ -13,7 +13,8 @@ Each entry says how its command is checked:
   as they would in a checkout and nothing lands in the repository. ``after`` names documented
   commands that must have run first (the store it reads, the run whose bundle it uses); each
   runs once per session and its result is shared.
-- ``heavy``: the same, marked ``heavy`` (``make test-heavy``): long by nature.
+- ``heavy``: the same, marked ``heavy`` (``make test-heavy``): long by nature. ``make test``
+  still checks that each parses (``tests/test_documented_parse.py``).
 - ``help``: a usage line: ``--help`` of the (sub)command succeeds and names every ``--flag``
   the line shows.
 - ``covered``: not run from the suite (``make demo``, ``make test``...), with the reason.
@@ -76,6 +77,8 @@ CENSUS_PREP = "recmtl prepare-census"
 DAILY_GEN = "recmtl generate configs/daily/daily.yaml"
 MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
+DEMO8M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo8m synthetic.train_rows=8000000"
+SEQ300K_GEN = "recmtl generate configs/sequences/din.yaml synthetic.train_rows=300000"
 LONGTAIL_GEN = "recmtl generate configs/longtail/longtail.yaml"
 LONGTAIL_PREP = "recmtl prepare configs/longtail/prepare.yml"
 CALIBRATION_GEN = ("recmtl generate configs/demo.yaml data.root=data/calibration "
@@ -109,22 +112,23 @@ TABLE: list[Entry] = [
                 ("[--tracking-uri URI]", "--tracking-uri sqlite:///runs/mlflow.db"),
                 ("[--out DIR|FILE.json]", "--out compare.json")),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("recmtl score --bundle /tmp/b --data data/demo/test"), "run",
-          subs=(("/tmp/b", "{bundle}"),), after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl evaluate configs/demo.yaml"), "run", "the newest run's checkpoint",
+          after=(DEMO_TRAIN,)),
+    Entry(_exact("recmtl score --bundle runs/bundle --data data/demo/test"), "run",
+          subs=(("runs/bundle", "{bundle}"),), after=(DEMO_TRAIN,)),
     Entry(_exact("recmtl score --bundle runs/demo-.../export --data data/demo/test "
                  "--out scores.parquet --keep impression_id [--backend torch|onnx|aoti]"), "run",
           subs=(("runs/demo-.../export", "{bundle}"), ("[--backend torch|onnx|aoti]", "--backend onnx")),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("python -m pipelines.bench.serving --bundle /tmp/b --data data/demo/test"), "run",
-          subs=(("/tmp/b", "{bundle}"),), extra=("--requests", "3"), after=(DEMO_TRAIN,)),
-    Entry(_exact("python -m pipelines.bench.serving --bundle DIR --data data/demo/test"), "run",
-          subs=(("DIR", "{bundle}"),), extra=("--requests", "3"), after=(DEMO_TRAIN,)),
+    Entry(_exact("python -m pipelines.bench.serving --bundle runs/bundle --data data/demo/test"),
+          "run", subs=(("runs/bundle", "{bundle}"),), extra=("--requests", "3"),
+          after=(DEMO_TRAIN,)),
     Entry(_exact("python -m pipelines.bench.serving --bundle runs/demo-.../export "
                  "--data data/demo/test"), "run",
           subs=(("runs/demo-.../export", "{bundle}"),), extra=("--requests", "3"),
           after=(DEMO_TRAIN,)),
-    Entry(_exact("recmtl export configs/demo.yaml export.aot_inductor=true --out /tmp/b"), "heavy",
-          "AOTInductor compiles for ~30 s more", subs=(("/tmp/b", "{out}"),),
+    Entry(_exact("recmtl export configs/demo.yaml export.aot_inductor=true --out runs/bundle"),
+          "heavy", "AOTInductor compiles for ~30 s more", subs=(("runs/bundle", "{out}"),),
           extra=("export.parity_rows=512",), after=(DEMO_TRAIN,)),
     Entry(_exact("recmtl evaluate CONFIG --checkpoint s3://bucket/checkpoints/<run>/epoch-0000 "
                  "--out DIR"), "covered",
@@ -139,6 +143,8 @@ TABLE: list[Entry] = [
           subs=(("--rows 10000000", "--rows 20000"),), extra=("--bootstrap", "20")),
     # More synthetic stores: generation is cheap at a few thousand rows.
     Entry(_exact(DEMO16M_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(DEMO8M_GEN), "run", extra=SMALL_DATA),
+    Entry(_exact(SEQ300K_GEN), "run", extra=SMALL_DATA),
     Entry(_exact("recmtl generate configs/quality/funnel_24m.yaml"), "run", extra=SMALL_DATA),
     Entry(_exact(STANDARD_GEN), "run",
           # bench.compile takes no overrides: 8 batches of 4096 for `--steps 3` after 5 warm-up
@@ -174,9 +180,16 @@ TABLE: list[Entry] = [
           "seven single-process trainings on three generated stores",
           extra=("synthetic.valid_rows=2000", "synthetic.test_rows=2000", "--steps", "3",
                  "--lengths", "5,10")),
-    Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml"), "heavy",
-          "four Ray trainings: no history, pooled, DIN, BST", extra=SMALL_TRAIN,
-          after=("recmtl generate configs/sequences/din.yaml",)),
+    Entry(_exact("python -m pipelines.bench.sequence_cost configs/sequences/din.yaml "
+                 "synthetic.train_rows=20000 model.expert_layers=[256,128] --steps 30 "
+                 "--encoders din,bst"), "heavy",
+          "seven single-process trainings on three generated stores, experts [256, 128]",
+          extra=("synthetic.valid_rows=2000", "synthetic.test_rows=2000", "--steps", "3",
+                 "--lengths", "5,10")),
+    Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml "
+                 "synthetic.train_rows=300000"), "heavy",
+          "five Ray trainings on the (small) store generated with the same override",
+          extra=("synthetic.train_rows=4000", *SMALL_TRAIN), after=(SEQ300K_GEN,)),
     Entry(_exact("python -m pipelines.bench.sequences configs/sequences/din.yaml "
                  "--archs mmoe,dtrn,infnet"), "heavy",
           "four Ray trainings: pooled, DIN under mmoe, dtrn, infnet", extra=SMALL_TRAIN,
@@ -200,6 +213,11 @@ TABLE: list[Entry] = [
     Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration"),
           "heavy", "one Ray training, then every calibration method from its logits",
           extra=SMALL_TRAIN, after=(CALIBRATION_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml data.root=data/calibration "
+                 "train.epochs=2"), "heavy", "two epochs of one Ray training, then every method",
+          extra=SMALL_TRAIN, after=(CALIBRATION_GEN,)),
+    Entry(_exact("python -m pipelines.bench.calibration configs/smoke.yaml"), "heavy",
+          "one Ray training on the smoke store, then every method", after=(SMOKE_GEN,)),
     Entry(_exact("python -m pipelines.bench.calibration configs/demo.yaml"), "heavy",
           "one Ray training on the small demo store, then every method", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
@@ -224,14 +242,22 @@ TABLE: list[Entry] = [
     Entry(r"recmtl train configs/demo\.yaml train\.epochs=2( data\.batch_size=8192)?", "heavy",
           "the batch size is overridden to fit the small store", extra=SMALL_TRAIN,
           after=(DEMO_GEN,)),
-    Entry(_exact("recmtl train configs/bench/standard.yaml train.bf16=true "
-                 "evaluate.save_predictions=true seed=S"), "heavy",
+    Entry(r"recmtl train configs/bench/standard\.yaml( train\.bf16=true)? "
+          r"evaluate\.save_predictions=true seed=S", "heavy",
           subs=(("seed=S", "seed=0"),), extra=SMALL_TRAIN, after=(STANDARD_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic"), "heavy",
           "every variant of the suite trains", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home"),
+          "heavy", extra=SMALL_TRAIN, after=(DEMO_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
                  "data.root=data/demo16m synthetic.train_rows=16000000"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO16M_GEN,)),
+    Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only home "
+                 "data.root=data/demo8m synthetic.train_rows=8000000"), "heavy",
+          extra=SMALL_TRAIN, after=(DEMO8M_GEN,)),
+    Entry(_exact("recmtl train configs/quality/funnel_24m.yaml data.root=data/demo16m "
+                 "synthetic.train_rows=16000000"), "heavy", extra=SMALL_TRAIN,
+          after=(DEMO16M_GEN,)),
     Entry(_exact("python -m pipelines.bench.quality configs/demo.yaml --suite synthetic --only "
                  "mmoe_numeric_ple evaluate.calibration=temperature"), "heavy",
           extra=SMALL_TRAIN, after=(DEMO_GEN,)),
@@ -240,14 +266,21 @@ TABLE: list[Entry] = [
           "heavy",
           "generates its stores and trains every (store, architecture) in-process",
           extra=("--rows", "3000", "--datasets", "funnel,multitask-low", "--work", "bench-stores")),
-    Entry(_exact("python -m pipelines.bench.training configs/bench/standard.yaml"), "heavy",
+    Entry(r"python -m pipelines\.bench\.training configs/bench/standard\.yaml"
+          r"( train\.pipeline=sparse_dist)?", "heavy",
           "1 and 2 processes, the baseline and a Ray job",
           extra=("--steps", "3", "data.batch_size=1024"), after=(STANDARD_GEN,)),
+    Entry(_exact("python -m pipelines.bench.training configs/demo.yaml --steps 40"), "heavy",
+          "1 and 2 processes, the baseline and a Ray job on the (small) demo store",
+          extra=("--steps", "3", "data.batch_size=1024"), after=(DEMO_GEN,)),
     Entry(_exact("python -m pipelines.bench.compile configs/bench/standard.yaml"), "heavy",
           "compiles the dense part (~12 s) and runs both", extra=("--steps", "3"),
           after=(STANDARD_GEN,)),
     Entry(_exact("python -m pipelines.bench.fault CONFIG --kill-at 30 --checkpoint-every 20"),
           "heavy", "two Ray jobs on the smoke store", subs=(("CONFIG", "configs/smoke.yaml"),),
+          after=(SMOKE_GEN,)),
+    Entry(_exact("python -m pipelines.bench.fault configs/smoke.yaml --kill-at 30 "
+                 "--checkpoint-every 20"), "heavy", "two Ray jobs on the smoke store",
           after=(SMOKE_GEN,)),
     Entry(_exact("python -m pipelines.bench.multinode configs/smoke.yaml --drill-at 90 "
                  "train.epochs=2"), "heavy", "three Ray jobs on two Ray clusters of real nodes",
@@ -266,20 +299,31 @@ TABLE: list[Entry] = [
     Entry(_exact(CENSUS_PREP), "run", census=True),
     Entry(_exact("recmtl train data/census/census.yaml"), "run", extra=CENSUS_TRAIN,
           after=(CENSUS_PREP,), census=True),
-    Entry(_exact("recmtl train data/census/census.yaml [model.arch=ple]"), "heavy",
-          subs=(("[model.arch=ple]", "model.arch=ple"),), extra=CENSUS_TRAIN,
-          after=(CENSUS_PREP,), census=True),
+    Entry(r"recmtl train data/census/census\.yaml( [\w.]+=\S+)+", "heavy",
+          "one Ray training of 12 epochs on the prepared split, with the figure's overrides",
+          extra=CENSUS_TRAIN, after=(CENSUS_PREP,), census=True),
     Entry(_exact("python -m pipelines.bench.quality data/census/census.yaml --suite census"),
           "heavy", "every variant of the suite trains", extra=CENSUS_TRAIN,
           after=(CENSUS_PREP,), census=True),
+    Entry(_exact("python -m pipelines.bench.quality data/census/census.yaml --suite census "
+                 "--only shared_bottom"), "heavy", extra=CENSUS_TRAIN, after=(CENSUS_PREP,),
+          census=True),
     Entry(_exact("python -m pipelines.bench.census"), "heavy",
           "prepares the split, fits the trees and trains MMoE three times", extra=CENSUS_TRAIN,
           census=True),
     # Usage lines and commands named in prose: --help, and the flags they show.
-    Entry(r"recmtl (train|prepare|compare|evaluate|export|daily|score --raw)", "help",
+    Entry(r"recmtl (generate|train|prepare|compare|evaluate|export|daily|score --raw)", "help",
           "named in prose"),
     Entry(r"recmtl (train CONFIG|prepare SPEC\.yaml)", "help"),
     Entry(_exact("recmtl <generate|train|evaluate|export> CONFIG [dotted.key=value ...]"), "help"),
+    # The README's table of subcommands, one usage line each.
+    Entry(_exact("recmtl generate CONFIG [dotted.key=value ...]"), "help"),
+    Entry(_exact("recmtl evaluate CONFIG [--checkpoint DIR] [--bundle DIR] [--slice COLUMN] "
+                 "[--out DIR]"), "help"),
+    Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend NAME] [--keep COL] "
+                 "[--raw]"), "help"),
+    Entry(r"recmtl compare RUN_A RUN_B( \[--tracking-uri URI\] \[--out PATH\])?", "help"),
+    Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR] [--previous DIR]"), "help"),
     Entry(_exact("recmtl prepare-census [--src CSV.gz] [--out DIR]"), "help"),
     Entry(_exact("recmtl train CONFIG --warm-start RUN"), "help"),
     Entry(_exact("recmtl train CONFIG [--warm-start RUN] [dotted.key=value ...]"), "help"),
