@@ -297,8 +297,9 @@ TABLE: list[Entry] = [
           "two-node ray.cluster_utils.Cluster"),
     # Census-Income: where the CSV is present.
     Entry(_exact(CENSUS_PREP), "run", census=True),
-    Entry(_exact("recmtl train data/census/census.yaml"), "run", extra=CENSUS_TRAIN,
-          after=(CENSUS_PREP,), census=True),
+    Entry(_exact("recmtl train data/census/census.yaml"), "heavy",
+          "a Ray training on the real split (~40 s); tests/test_census.py checks the preparation",
+          extra=CENSUS_TRAIN, after=(CENSUS_PREP,), census=True),
     Entry(r"recmtl train data/census/census\.yaml( [\w.]+=\S+)+", "heavy",
           "one Ray training of 12 epochs on the prepared split, with the figure's overrides",
           extra=CENSUS_TRAIN, after=(CENSUS_PREP,), census=True),

@@ -77,5 +77,6 @@ def test_example_config_trains_a_step_and_exports_with_parity(name, smoke_cfg, t
     batch = next(iter(reader.epoch(0)))
     out = tmp_path / "bundle"
     export_bundle(trained, cfg, out, trained.pooled(batch.sparse).detach(), batch.dense)
-    diffs = check_parity(trained, BundleScorer(out, "torch"), batch, cfg.tasks, atol=1e-5)
-    assert set(diffs) == {t.name for t in cfg.tasks} and max(diffs.values()) <= 1e-5
+    for backend in ("torch", "onnx"):
+        diffs = check_parity(trained, BundleScorer(out, backend), batch, cfg.tasks, atol=1e-5)
+        assert set(diffs) == {t.name for t in cfg.tasks} and max(diffs.values()) <= 1e-5

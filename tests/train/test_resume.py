@@ -55,6 +55,7 @@ def test_resume_from_mid_epoch_checkpoint_matches_uninterrupted(smoke_cfg, tmp_p
 
 
 @pytest.mark.ray
+@pytest.mark.heavy  # ~50 s of Ray restarts; tests/train/test_reshard_resume.py resumes in-suite
 def test_a_killed_worker_costs_a_checkpoint_window_not_the_run(smoke_cfg, ray_local, tmp_path):
     cfg = _cfg(smoke_cfg, checkpoint_every_steps=20)
     t0 = time.perf_counter()
