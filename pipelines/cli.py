@@ -95,10 +95,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(_parser(), argv)
     if not args.verbose:
         quiet_third_party()
     return run_guarded(lambda: _dispatch(args), debug=args.debug)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments, with ``key=value`` overrides taken wherever they stand: after an option
+    (``train CONFIG --warm-start RUN a.b=1``) as well as before it."""
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def run_guarded(job: Callable[[], object], debug: bool = False, prog: str = "recmtl") -> int:
