@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -199,6 +200,11 @@ def test_mlflow_model_logs_with_signature_and_registers(exported, smoke_cfg, tmp
                                    atol=1e-6)
     versions = mlflow.MlflowClient().search_model_versions("name='recmtl-smoke'")
     assert [int(v.version) for v in versions] == [1] and version == "1"
+    # the environment a server rebuilds: what scoring imports, at the versions that logged it
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements
+    assert f"pyarrow=={pa.__version__}" in requirements
+    assert any(r.startswith("safetensors==") for r in requirements)
 
 
 def test_scorer_and_modules_stay_free_of_heavy_imports():
