@@ -6,7 +6,7 @@
     recmtl compare RUN_A RUN_B [--tracking-uri URI] [--out FILE]
     recmtl prepare SPEC.yaml [--source URI] [--output DIR] [--previous DIR]
     recmtl prepare-census [--src CSV.gz] [--out DIR]
-    recmtl daily CONFIG [dotted.key=value ...]
+    recmtl daily CONFIG [dotted.key=value ...] [--redo DAY]
 
 Every command takes --verbose (third-party warnings and logs as they come) and --debug (a
 traceback with any error). An expected failure (a bad config, bad data, a missing path, an
@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                        "warm-start, test on the next day, register, promote", parents=[common])
     p.add_argument("config", type=Path)
     p.add_argument("overrides", nargs="*", help="dotted.key=value")
+    p.add_argument("--redo", metavar="DAY", help="train this finished day again, and every "
+                   "day after it (by default a run continues after the last finished day)")
     p = sub.add_parser("prepare-census", help="Census-Income (KDD) CSV -> feature store + config",
                        parents=[common])
     p.add_argument("--src", default="../shared/data/census-income-kdd/census-income.test.gz")
@@ -155,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "daily":
         from pipelines.jobs.daily import daily
 
-        daily(args.config, args.overrides, quiet=not args.verbose)
+        daily(args.config, args.overrides, quiet=not args.verbose, redo=args.redo)
     elif args.command == "prepare-census":
         from pipelines.feature_store.census import prepare as prepare_census
 

@@ -5,7 +5,12 @@ so known ids keep their rows; train warm-started from day d - 1's model; score t
 and the current ``alias`` model on day d + 1's raw rows, each through its own bundle's
 transforms (the same rows for both, whatever their vocabularies); register the version with
 its lineage; promote it unless a gated task loses more than ``promote_tolerance`` AUC.
-Writes ``<work_dir>/daily.json``: per day the AUCs, the decision and its reason, timings.
+
+The job continues: run again over the same work directory, it trains only the days after the
+last one it finished, and takes up a day it was stopped in (``daily_ledger.py``). One Ray and
+one set of workers (``recmtl/train/pool.py``) serve every day of an invocation.
+``<work_dir>/daily.json`` is rewritten as each day ends: per day the AUCs, the decision and
+its reason, the seconds of each step.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
+from pipelines.jobs.daily_ledger import Ledger
 from pipelines.jobs.lineage import run_dir_of
 from recmtl.config import Config, load_config
 from recmtl.config.loading import read_yaml_mapping
@@ -58,43 +64,120 @@ def window(cfg: Config, config_dir: Path) -> list[Day]:
 
 
 def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-          quiet: bool = True) -> dict[str, Any]:
-    from mlflow.tracking import MlflowClient
-
-    from pipelines.jobs.train import train
+          quiet: bool = True, redo: str | None = None) -> dict[str, Any]:
+    """Runs the days of the window not yet done in ``daily.work_dir`` (``daily_ledger.py``),
+    each continued from the last finished day, on one Ray and one set of workers; returns
+    the ledger (also ``<work_dir>/daily.json``, rewritten as each day ends). ``redo``: a
+    finished day to train again, with every day after it."""
+    from recmtl.train.launch import ensure_ray
+    from recmtl.train.pool import WorkerPool
+    from recmtl.train.tracking import config_hash, resolve_tracking_uri
 
     cfg = load_config(config_path, overrides)
     config_dir = Path(config_path).resolve().parent
     if not cfg.daily.spec:
         raise ConfigError(f"{config_path}: daily.spec (the feature schema) is required")
-    spec_path = _path(cfg.daily.spec, config_dir)
-    work = Path(cfg.daily.work_dir).resolve()
-    model_name = cfg.mlflow.registered_model_name or cfg.name
-    results: list[dict[str, Any]] = []
-    previous_data: Path | None = None
-    previous_run: str | None = None
-    for day in window(cfg, config_dir):
+    job = DailyJob(cfg, config_path, tuple(overrides), _path(cfg.daily.spec, config_dir),
+                   Path(cfg.daily.work_dir).resolve(), config_hash(cfg), quiet)
+    ledger = Ledger.open(job.work, {"model": job.model_name, "alias": cfg.daily.alias,
+                                    "tracking_uri": resolve_tracking_uri(cfg),
+                                    "experiment": cfg.mlflow.experiment})
+    if redo:
+        ledger.redo(redo)
+    days = ledger.todo(window(cfg, config_dir))
+    if not days:
+        last = ledger.last["name"] if ledger.last else None
+        print(f"daily: nothing to do in {job.work}: every day of the window is done "
+              f"(last: {last})", flush=True)
+        return ledger.as_dict()
+    t0 = time.perf_counter()
+    ensure_ray(cfg.train.num_workers, cfg.train.ray_address, quiet=quiet)
+    with WorkerPool(cfg.train) as pool:
+        start_s = time.perf_counter() - t0
+        for day in days:
+            result = job.run_day(day, ledger, pool)
+            result["seconds"]["workers_start"] = round(start_s, 2)
+            start_s = 0.0  # paid once for the window
+            ledger.finish(result)
+            print(_day_line(result), flush=True)
+    print(f"wrote {ledger.path}")
+    return ledger.as_dict()
+
+
+@dataclass(frozen=True)
+class DailyJob:
+    """One invocation's settings: the config, its spec, its work directory."""
+
+    cfg: Config
+    config_path: str | Path
+    overrides: tuple[str, ...]
+    spec: Path
+    work: Path
+    config_hash: str  # of the daily config: one value while the config stays the same
+    quiet: bool
+
+    @property
+    def model_name(self) -> str:
+        return self.cfg.mlflow.registered_model_name or self.cfg.name
+
+    def run_day(self, day: Day, ledger: Ledger, pool: Any) -> dict[str, Any]:
+        """Prepares, trains, scores and promotes ``day`` from the last finished day, taking
+        up a day in progress where it stopped; returns the day's ledger entry."""
+        from mlflow.tracking import MlflowClient
+
+        from pipelines.jobs.train import train
+
+        seconds: dict[str, float] = {}
+        previous = ledger.last
+        current = ledger.current if ledger.current and ledger.current["name"] == day.name \
+            else None
         t0 = time.perf_counter()
-        data_dir = prepare_day(day, spec_path, config_path, work, previous_data, cfg.daily.valid_hours)
-        prepare_s = time.perf_counter() - t0
-        day_cfg = load_config(data_dir / f"{_spec_name(spec_path)}.yaml", [
-            *overrides, f"mlflow.registered_model_name={model_name}",
-            f"output_dir={work / 'runs'}", f"data.root={data_dir}"])
+        if current is None:
+            data_dir = prepare_day(day, self.spec, self.config_path, self.work,
+                                   Path(previous["data"]) if previous else None,
+                                   self.cfg.daily.valid_hours)
+            run_dir = self.work / "runs" / f"{self.cfg.name}-{day.name}-" \
+                f"{time.strftime('%Y%m%d-%H%M%S')}"
+            current = {"name": day.name, "data": str(data_dir), "run_dir": str(run_dir)}
+            ledger.begin(current)
+        seconds["prepare"] = time.perf_counter() - t0
+        data_dir, run_dir = Path(current["data"]), Path(current["run_dir"])
+        day_cfg = load_config(data_dir / f"{_spec_name(self.spec)}.yaml", [
+            *self.overrides, f"mlflow.registered_model_name={self.model_name}",
+            f"output_dir={self.work / 'runs'}", f"data.root={data_dir}"])
         window_tag = f"{day.raw.name}..{day.next_raw.name}"
-        summary = train(day_cfg, quiet=quiet, warm_start=previous_run,
-                        tags={"recmtl.daily.day": str(day.index), "recmtl.data_window": window_tag})
+        t0 = time.perf_counter()
+        summary_path = run_dir / "summary.json"
+        if summary_path.exists():  # trained, evaluated and registered before a stop
+            summary = json.loads(summary_path.read_text())
+        else:
+            summary = train(day_cfg, quiet=self.quiet,
+                            warm_start=previous["run_dir"] if previous else None,
+                            tags={"recmtl.daily.day": day.name, "recmtl.data_window": window_tag,
+                                  "recmtl.config_hash": self.config_hash},
+                            pool=pool, run_dir=run_dir)
+        seconds["train_job"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         client = MlflowClient(summary["tracking_uri"])
-        decision = promote(client, model_name, summary, day, day_cfg, cfg.daily)
-        results.append({"day": day.index, "window": window_tag, "prepare_seconds": prepare_s,
-                        "train_seconds": summary["train_seconds"],
-                        "epoch_seconds": summary["epoch_seconds"], "run_id": summary["run_id"],
-                        "model_version": summary["model_version"], **decision})
-        print(f"{day.name}: {decision['reason']}", flush=True)
-        previous_data, previous_run = data_dir, summary["run_dir"]
-    out = {"model": model_name, "alias": cfg.daily.alias, "days": results}
-    (work / "daily.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {work / 'daily.json'}")
-    return out
+        decision = promote(client, self.model_name, summary, day, day_cfg, self.cfg.daily)
+        seconds["promote"] = time.perf_counter() - t0
+        seconds |= {"fit": summary["train_seconds"], "epoch": summary["epoch_seconds"] or 0.0}
+        seconds["total"] = seconds["prepare"] + seconds["train_job"] + seconds["promote"]
+        return {"name": day.name, "day": day.index, "window": window_tag,
+                "data": str(data_dir), "run_dir": summary["run_dir"],
+                "run_id": summary["run_id"], "model_version": summary["model_version"],
+                "config_hash": self.config_hash,
+                "warm_start": previous["run_dir"] if previous else None,
+                "prepare_seconds": seconds["prepare"], "train_seconds": summary["train_seconds"],
+                "epoch_seconds": summary["epoch_seconds"],
+                "seconds": {k: round(v, 2) for k, v in seconds.items()}, **decision}
+
+
+def _day_line(result: dict[str, Any]) -> str:
+    s = result["seconds"]
+    return (f"{result['name']}: {result['reason']} [{s['total']:.0f} s: prepare "
+            f"{s['prepare']:.0f}, train+evaluate+export {s['train_job']:.0f} (epoch "
+            f"{s['epoch']:.0f}), promote {s['promote']:.0f}]")
 
 
 def prepare_day(day: Day, spec_path: Path, config_path: str | Path, work: Path,

@@ -19,18 +19,26 @@ from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.checkpoint import load_unsharded
 from recmtl.train.launch import absolute_data_root, fit, local_checkpoint
+from recmtl.train.pool import WorkerPool
 from recmtl.train.progress import epoch_seconds
 from recmtl.train.tracking import check_reachable, resolve_tracking_uri, start_run
 
+RUN_ID = "mlflow_run_id"  # in a run directory: its MLflow run, for a resumed run
+
 
 def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
-          tags: dict[str, str] | None = None) -> dict[str, Any]:
+          tags: dict[str, str] | None = None, pool: WorkerPool | None = None,
+          run_dir: Path | None = None) -> dict[str, Any]:
     """Trains, evaluates and exports ``cfg`` in one MLflow run; returns the summary (also
     written to ``<run dir>/summary.json``). The data and the tracking store are checked before
     Ray starts; ``quiet`` keeps third-party warnings and Ray's INFO lines out of the output.
 
     ``warm_start``: a checkpoint, run directory or MLflow run id to start from (``lineage.py``);
     today's tables may have grown and the workers may be more or fewer. ``tags`` go to the run.
+    ``pool``: train on these kept workers (``recmtl/train/pool.py``) instead of a new Ray
+    Train worker group. ``run_dir``: the run's directory (default: a new one under
+    ``output_dir``); one that holds an unfinished run of a pool (its ``mlflow_run_id``) is
+    resumed: the same MLflow run, training from its newest checkpoint.
     """
     cfg = absolute_data_root(cfg)
     check_feature_store(cfg)
@@ -47,16 +55,22 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
     if source:
         lineage |= {"recmtl.warm_start": str(source.checkpoint),
                     "recmtl.parent_run": source.run_id or ""}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=False)
-    run_id = start_run(cfg, run_name=run_dir.name)
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    known = run_dir / RUN_ID
+    run_id = start_run(cfg, run_name=run_dir.name,
+                       resume=known.read_text().strip() if known.exists() else None)
+    known.write_text(run_id)
     mlflow.set_tags(lineage | (tags or {}))
     t0 = time.perf_counter()
+    steps: dict[str, float] = {}  # seconds after training: checkpoint load, evaluate, ...
     try:
         stored, fit_metrics = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
                                   warm_start=str(source.checkpoint) if source else None,
-                                  remap_dir=str(remaps) if remaps else None)
+                                  remap_dir=str(remaps) if remaps else None, pool=pool)
         train_s = time.perf_counter() - t0
         # With train.storage_path on object storage, a local copy is evaluated and exported.
         checkpoint = local_checkpoint(stored, run_dir)
@@ -66,9 +80,12 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         # calibration (evaluate.calibration) fit once on the valid split for both.
         model = load_unsharded(cfg, checkpoint)
         calibration = fit_calibration(cfg, model)
+        steps["load"] = time.perf_counter() - t0 - train_s
         report = evaluate(cfg, checkpoint, run_dir, calibration=calibration, model=model)
+        steps["evaluate"] = time.perf_counter() - t0 - train_s - steps["load"]
         exported = export(cfg, checkpoint, run_dir / "export", calibration=calibration,
                           model=model)
+        steps["export"] = time.perf_counter() - t0 - train_s - steps["load"] - steps["evaluate"]
         mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
                             if v["auc"] is not None} | {"train_seconds": train_s})
         if calibration is not None:
@@ -84,6 +101,7 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
         model_uri, model_version = log_bundle_model(run_dir / "export", example,
                                                     cfg.mlflow.registered_model_name)
+        steps["log"] = time.perf_counter() - t0 - train_s - sum(steps.values())
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
@@ -95,6 +113,7 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
                "export": str(run_dir / "export"), "model_uri": model_uri,
                "model_version": model_version,
                "train_seconds": round(train_s, 1), "epoch_seconds": epoch_seconds(run_dir),
+               "after_train_seconds": {k: round(v, 2) for k, v in steps.items()},
                "data_version": version,
                # the Ray node of each rank in the last epoch (after a lost node: fewer ranks)
                "worker_nodes": fit_metrics.get("worker_nodes"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any
 from recmtl.config import Config, derive
 from recmtl.logs import quiet_ray_runtime_env
 from recmtl.storage import checkpoint_uri, download_dir, is_uri
+from recmtl.train.checkpoint import PROGRESS, load_progress
 from recmtl.train.entry import train_worker
 from recmtl.train.job import Tracking, WorkerJob
+from recmtl.train.pool import WorkerPool
 from recmtl.train.progress import ProgressView
+from recmtl.train.sinks import METRICS
 
 
 def absolute_data_root(cfg: Config) -> Config:
@@ -75,7 +79,7 @@ def scaling_config(cfg: Config) -> Any:
 
 def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None,
         quiet: bool = True, warm_start: str | None = None, remap_dir: str | None = None,
-        ) -> tuple[str, dict[str, Any]]:
+        pool: WorkerPool | None = None) -> tuple[str, dict[str, Any]]:
     """Trains on Ray Train; returns the last (sharded) checkpoint's directory or URI and the
     metrics rank 0 reported with it. Without ``run_id`` nothing goes to MLflow. ``warm_start``
     / ``remap_dir``: see ``WorkerJob``.
@@ -87,7 +91,13 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
 
     A ``DataError`` raised in any worker ends the run at once (no restart, whatever
     ``train.max_failures`` says: the same rows would fail again) and is raised here as it was.
+
+    ``pool``: run on these kept workers instead of a new Ray Train worker group
+    (``fit_on_pool``).
     """
+    if pool is not None:
+        return fit_on_pool(pool, cfg, run_dir, tracking_uri, run_id, quiet, warm_start,
+                           remap_dir)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchConfig
     from ray.train.v2.api.config import LoggingConfig
@@ -123,6 +133,25 @@ def fit(cfg: Config, run_dir: Path, tracking_uri: str | None, run_id: str | None
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     return (checkpoint_uri(result.checkpoint.filesystem, result.checkpoint.path),
             dict(result.metrics or {}))
+
+
+def fit_on_pool(pool: WorkerPool, cfg: Config, run_dir: Path, tracking_uri: str | None,
+                run_id: str | None, quiet: bool = True, warm_start: str | None = None,
+                remap_dir: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``fit`` on a kept ``WorkerPool``. Checkpoints go to ``<run_dir>/ray/train/`` (the
+    layout of a Ray Train run), and a run directory trained before resumes from its newest
+    one there: a job killed and run again on the same ``run_dir`` trains only what is left."""
+    root = run_dir / "ray" / "train"
+    tracking = Tracking(tracking_uri, run_id) if tracking_uri and run_id else None
+    job = WorkerJob(cfg, run_dir=str(run_dir), tracking=tracking, quiet=quiet,
+                    checkpoint_root=str(root), warm_start=warm_start, remap_dir=remap_dir)
+    with ProgressView(run_dir):
+        pool.run(job)
+    found = [p for p in root.glob("epoch-*") if (p / PROGRESS).exists()]
+    if not found:
+        raise RuntimeError(f"training finished without a checkpoint in {root}")
+    newest = max(found, key=lambda p: load_progress(p)["global_step"])
+    return str(newest), json.loads((newest / METRICS).read_text())
 
 
 def local_checkpoint(checkpoint: str, run_dir: Path) -> Path:

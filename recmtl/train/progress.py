@@ -45,7 +45,7 @@ class Progress:
         self.tracker: MetricBuffer | None = None
         self.bar: tqdm | None = None
         self.events: Path | None = None
-        if self.active and job.run_dir and not job.checkpoint_root:
+        if self.active and job.run_dir:
             self.events = Path(job.run_dir) / EVENTS
         if self.active and job.tracking:
             # MLflow loads only where a run is tracked: a bare worker (a benchmark, a GPU

@@ -88,8 +88,9 @@ def resolve_tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
 
 
-def start_run(cfg: Config, run_name: str) -> str:
-    """Starts the job's MLflow run with the resolved config as params; returns its id."""
+def start_run(cfg: Config, run_name: str, resume: str | None = None) -> str:
+    """Starts the job's MLflow run with the resolved config as params; returns its id.
+    ``resume``: the id of an unfinished run of the same config to continue instead."""
     uri = resolve_tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
@@ -115,8 +116,10 @@ def start_run(cfg: Config, run_name: str) -> str:
         mlflow.set_system_metrics_sampling_interval(cfg.mlflow.system_metrics_interval_s)
     # The experiment goes to this run only: mlflow.set_experiment would leave it as the
     # process's active experiment, which a caller on another store would then inherit.
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                           log_system_metrics=cfg.mlflow.system_metrics)
+    run = (mlflow.start_run(run_id=resume, log_system_metrics=cfg.mlflow.system_metrics)
+           if resume else
+           mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                            log_system_metrics=cfg.mlflow.system_metrics))
     mlflow.set_tags({"recmtl.git_commit": git_commit(), "recmtl.config_hash": config_hash(cfg),
                      "recmtl.data_fingerprint": data_fingerprint(cfg.data.root)})
     params = {k: str(v) for k, v in flatten(cfg.to_dict()).items()}
