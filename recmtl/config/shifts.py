@@ -32,7 +32,7 @@ class ShiftsConfig:
     - ``null_share``: the share of rows whose ``discount_pct`` is null (no discount).
     """
 
-    start_date: str = "2026-11-01"
+    start_date: str = "2026-11-01"  # quoted in YAML (unquoted it reads as a date)
     time_zone: str = "America/New_York"
     partition_key: str = "dt"
     parts_per_day: int = 4
