@@ -79,6 +79,7 @@ MANAGED_GEN = "recmtl generate configs/managed.yaml"
 DEMO16M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo16m synthetic.train_rows=16000000"
 DEMO8M_GEN = "recmtl generate configs/demo.yaml data.root=data/demo8m synthetic.train_rows=8000000"
 SEQ300K_GEN = "recmtl generate configs/sequences/din.yaml synthetic.train_rows=300000"
+SHIFTS_GEN = "recmtl generate configs/daily/shifts.yaml"
 LONGTAIL_GEN = "recmtl generate configs/longtail/longtail.yaml"
 LONGTAIL_PREP = "recmtl prepare configs/longtail/prepare.yml"
 CALIBRATION_GEN = ("recmtl generate configs/demo.yaml data.root=data/calibration "
@@ -154,6 +155,11 @@ TABLE: list[Entry] = [
           extra=("synthetic.rows_per_day=5000", "synthetic.num_users=2000",
                  "synthetic.num_items=2000", "synthetic.row_group_size=2000")),
     Entry(_exact("recmtl prepare configs/daily/prepare.yml"), "run", after=(DAILY_GEN,)),
+    Entry(_exact(SHIFTS_GEN), "run",
+          extra=("synthetic.rows_per_day=5000", "synthetic.num_users=2000",
+                 "synthetic.num_items=2000", "synthetic.row_group_size=2000",
+                 "synthetic.shifts.new_items_per_day=200")),
+    Entry(_exact("recmtl prepare configs/daily/shifts_prepare.yml"), "run", after=(SHIFTS_GEN,)),
     Entry(_exact(MANAGED_GEN), "run", extra=SMALL_DATA),
     Entry(_exact(LONGTAIL_GEN), "run", extra=SMALL_DATA),
     Entry(_exact(LONGTAIL_PREP), "run", after=(LONGTAIL_GEN,)),

@@ -3,7 +3,8 @@
 Each generator writes a store shaped unlike the others (``synthetic.kind`` and ``synthetic.days``
 pick one): the funnel (``funnel.py``), daily raw exports with churn and drift (``days.py``),
 behaviour histories (``sequences.py``), a long-tail raw export for ``recmtl prepare``
-(``longtail.py``) and tasks of set correlation (``multitask.py``).
+(``longtail.py``), tasks of set correlation (``multitask.py``) and a Hive-partitioned daily
+export whose tastes jump and cycle (``shifts.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pipelines.synthetic.funnel import generate_funnel
 from pipelines.synthetic.longtail import generate_longtail
 from pipelines.synthetic.multitask import generate_multitask
 from pipelines.synthetic.sequences import generate_sequences
+from pipelines.synthetic.shifts import generate_shifts
 from recmtl.config import Config
 
 Generator = Callable[[Config, "str | Path | None"], dict[str, int]]
@@ -25,6 +27,7 @@ GENERATORS: dict[str, Generator] = {
     "sequences": generate_sequences,
     "longtail": generate_longtail,
     "multitask": generate_multitask,
+    "shifts": generate_shifts,
 }
 
 

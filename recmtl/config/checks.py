@@ -35,6 +35,8 @@ def check_config(cfg: Config, source: str) -> None:
         check_multitask(syn.multitask, syn.latent_dim, syn.days,
                         {"synthetic.num_users": syn.num_users, "synthetic.num_items":
                          syn.num_items, "synthetic.num_categories": syn.num_categories}, fail)
+    if syn.kind == "shifts":
+        syn.shifts.check(syn.num_categories, syn.days, fail)
 
 
 def _check_features(cfg: Config, fail: Fail) -> None:

@@ -7,8 +7,9 @@ from typing import Literal
 
 from recmtl.config.longtail import LongtailConfig
 from recmtl.config.multitask import MultitaskConfig
+from recmtl.config.shifts import ShiftsConfig
 
-SyntheticKind = Literal["funnel", "sequences", "longtail", "multitask"]
+SyntheticKind = Literal["funnel", "sequences", "longtail", "multitask", "shifts"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,10 @@ class SyntheticConfig:
     model can use, ``synthetic_sequences.py``; it reads the sizes, ``latent_dim``,
     ``max_history_len``, ``mean_history_len`` and ``match_strength``, not ``extra_*`` nor
     ``days``), or multitask (any number of binary tasks whose correlation and relative
-    complexity are knobs, ``synthetic.multitask``; ``synthetic_multitask.py``).
+    complexity are knobs, ``synthetic.multitask``; ``synthetic_multitask.py``), or shifts (a
+    Hive-partitioned daily export shaped like a warehouse's, with a sudden category shift and a
+    weekly conversion cycle, ``synthetic.shifts``; ``pipelines/synthetic/shifts.py``; it reads
+    ``days``, ``rows_per_day``, ``row_group_size``, the sizes and ``latent_dim``).
 
     ``days`` > 0 switches from the train/valid/test store to a raw feature-store export, one
     file per day (``<data.root>/raw/day-NNNN.parquet``, ``rows_per_day`` rows each; the
@@ -67,3 +71,4 @@ class SyntheticConfig:
     match_strength: float = 4.0
     longtail: LongtailConfig = field(default_factory=LongtailConfig)  # kind: longtail
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)  # kind: multitask
+    shifts: ShiftsConfig = field(default_factory=ShiftsConfig)  # kind: shifts
