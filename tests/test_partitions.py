@@ -268,3 +268,31 @@ def test_daily_and_prepare_read_hive_days_from_s3(synthetic_days, tmp_path, monk
         with pytest.raises(DataError, match=f"s3://{bucket}/events/dt=2026-11-04: the "
                                             "partition's 1 Parquet file"):
             prepare(write_spec(tmp_path, f"s3://{bucket}/events"))
+
+
+@pytest.mark.heavy
+def test_daily_job_runs_on_hive_days(synthetic_days, ray_local, tmp_path):
+    """The whole job (Ray, MLflow) on the Hive copy: the day is named by its date and tested
+    on the next partition's rows, scored here through the exported bundle."""
+    from mlflow.tracking import MlflowClient
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.jobs.daily import daily
+    from recmtl.export.scorer import BundleScorer
+
+    root, overrides = synthetic_days
+    result = daily(DAILY, [*overrides, f"daily.raw={root / 'hive'}", "daily.days=1",
+                           f"daily.work_dir={tmp_path / 'work'}", "data.batch_size=256",
+                           "evaluate.bootstrap=0", "export.onnx=false",
+                           f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                           "mlflow.system_metrics=false"])
+    (day,) = result["days"]
+    assert (day["day"], day["window"]) == (0, "day=2026-01-01..day=2026-01-02")
+    assert (tmp_path / "work" / "2026-01-01" / "data" / "train").is_dir()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    checkpoint = Path(client.get_run(day["run_id"]).data.tags["recmtl.checkpoint"])
+    test = pq.read_table(root / "data" / "raw" / "day-0001.parquet")
+    scores = BundleScorer(checkpoint.parent.parent.parent / "export").score_raw(test)
+    click = test.column("click").to_numpy().astype(int)
+    assert day["auc"]["ctr"] == pytest.approx(roc_auc_score(click, scores["ctr"].numpy()),
+                                              abs=1e-9)
