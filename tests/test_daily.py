@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from pipelines.jobs.daily import Day, daily, promote
+from pipelines.jobs.daily import daily, promote, window
 from pipelines.synthetic.store import generate
 from recmtl.config import load_config
 from recmtl.export.scorer import BundleScorer
@@ -92,8 +92,10 @@ def test_promotion_gate_refuses_and_accepts(three_days):
     summary = {"model_version": first["model_version"], "run_id": first["run_id"],
                "export": str(Path(client.get_run(first["run_id"]).data.tags["recmtl.checkpoint"])
                              .parent.parent.parent / "export")}
-    day = Day(2, root / "data" / "raw" / "day-0002.parquet",
-              root / "data" / "raw" / "day-0003.parquet")
+    day = window(cfg, Path(CONFIG).resolve().parent)[2]
+    assert (day.index, day.raw.files, day.next_raw.files) == (
+        2, (str(root / "data" / "raw" / "day-0002.parquet"),),
+        (str(root / "data" / "raw" / "day-0003.parquet"),))
     strict = promote(client, "daily", summary, day, cfg, cfg.daily.__class__(
         **{**vars(cfg.daily), "promote_tolerance": -1.0}))  # must gain a whole AUC point
     assert not strict["promoted"] and "not promoted" in strict["reason"] and "ctr" in strict["reason"]

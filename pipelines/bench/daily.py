@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
+from pipelines.feature_store.partitions import read_rows
 from pipelines.jobs.daily import daily, prepare_day, raw_aucs, window
 from pipelines.jobs.lineage import run_dir_of
 from recmtl.config import load_config
@@ -52,7 +51,7 @@ def bench_daily(config: str, overrides: list[str]) -> dict[str, Any]:
         t0 = time.perf_counter()
         b = train(day_cfg)
         b_seconds = time.perf_counter() - t0
-        test = pq.read_table(day.next_raw)
+        test = read_rows(day.next_raw)
         b_auc = raw_aucs(b["export"], test, day_cfg, tasks)
         c_auc = raw_aucs(first_bundle, test, day_cfg, tasks)
         rows.append({"day": day.index, "warm": a["auc"], "scratch": b_auc, "stale": c_auc,

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from pipelines.bench.harness import bench_parser, parse, print_table, run_bench, write_results
+from pipelines.feature_store.partitions import read_rows
 from pipelines.jobs.daily import prepare_day, raw_aucs, window
 from recmtl.config import load_config, read_yaml_mapping
 from recmtl.export.inputs import lookup_rows
@@ -42,10 +42,10 @@ def bench_managed(config: str, overrides: list[str], fraction: float) -> dict[st
     config_dir = Path(config).resolve().parent
     day = window(cfg, config_dir)[0]
     work = Path(cfg.daily.work_dir).resolve() / "managed"
-    both = pa.concat_tables([pq.read_table(day.raw), pq.read_table(day.next_raw)],
+    both = pa.concat_tables([read_rows(day.raw), read_rows(day.next_raw)],
                             promote_options="permissive")
-    test = pq.read_table(day.next_raw)
-    train_rows = pq.read_table(day.raw, columns=list(TABLES))
+    test = read_rows(day.next_raw)
+    train_rows = read_rows(day.raw, columns=list(TABLES))
     rows = {t: max(2, int(fraction * len(np.unique(train_rows.column(t).to_numpy()))))
             for t in TABLES}
     spec_path = config_dir / cfg.daily.spec

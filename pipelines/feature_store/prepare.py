@@ -286,7 +286,7 @@ def _prepare(spec: PrepareSpec, root: str, previous_uri: str | None = None) -> d
         joined = export_from_feast(spec.feast, Path(spec.output) / "feast-export")
         spec = dataclasses.replace(spec, source=str(joined), feast=None)
     previous = incremental.load_previous(spec)
-    files, readable, fs = source_files(spec.source)
+    files, readable, fs = source_files(spec.source, spec.days)
     schema = read_schemas(files, needed_columns(spec), fs)
     if not schema.rows:
         raise DataError(f"{spec.source}: the export's {len(files)} Parquet file(s) hold no rows")

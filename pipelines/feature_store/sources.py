@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.feature_store import partitions
 from pipelines.feature_store.spec import PrepareSpec
 from recmtl.config import ConfigError
 from recmtl.data.files import list_parquet_files
@@ -47,8 +48,29 @@ class ExportSchema:
         return dict(frame.schema)
 
 
-def source_files(uri: str) -> tuple[list[str], list[str], pafs.FileSystem]:
-    """The Parquet files of the export (sorted), the paths polars reads, and their filesystem."""
+def source_files(uri: str, days: tuple[str, ...] = ()
+                 ) -> tuple[list[str], list[str], pafs.FileSystem]:
+    """The Parquet files of the export, the paths polars reads, and their filesystem.
+
+    Hive partitions (``<key>=<date>/``, ``pipelines/feature_store/partitions.py``) are read
+    day after day, by date, each day's part files in name order; a missing or empty day is
+    an error. ``days`` picks some days of a partitioned export (Hive or ``day-NNNN.parquet``).
+    Anything else: every Parquet file at or under ``uri``, sorted."""
+    found = partitions.find_days(uri)
+    if days:
+        if found is None:
+            raise ConfigError(f"{uri}: days {list(days)} pick days of a partitioned export "
+                              "(<key>=<date>/ directories or day-NNNN.parquet files); this is "
+                              "neither")
+        found = partitions.select(found, days, uri)
+        partitions.check_days(found, uri, contiguous=False)
+    elif found is not None and found[0].key:
+        partitions.check_days(found, uri)
+    else:
+        found = None
+    if found is not None:
+        return ([p for d in found for p in d.paths], [f for d in found for f in d.files],
+                found[0].fs)
     fs, files = list_parquet_files(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         return files, files, fs

@@ -3,7 +3,8 @@
 It says which raw columns become which training columns and how:
 
     name: shop
-    source: exports/2026-11-01/        # Parquet file, directory or pyarrow URI
+    source: exports/events/            # Parquet file, directory, Hive partitions, pyarrow URI
+    days: ["2026-10-20", "2026-10-21"] # optional: only these days of a partitioned source
     output: data/shop
     base_config: configs/shop.yaml     # the generated training config starts from it
     sparse:
@@ -42,6 +43,9 @@ Null policies: ``sparse: oov`` maps null ids to 0 and counts them, ``error`` ref
 ``dense: mean`` fills the train mean (after the transform, so 0 when standardised) and counts,
 ``error`` refuses. NaN or infinite floats and labels outside {0, 1} are always errors.
 ``previous`` and ``incremental``: day-over-day preparation (``pipelines/feature_store/incremental.py``).
+A day-partitioned ``source`` (Hive ``<key>=<date>/`` directories, or ``day-NNNN.parquet``
+files: ``pipelines/feature_store/partitions.py``) is read in date order; ``days`` reads some
+of its days only.
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ class PrepareSpec:
     output: str
     labels: tuple[str, ...]
     source: str = ""  # the export; or built from ``feast``
+    days: tuple[str, ...] = ()  # of a day-partitioned source: only these days (default: all)
     feast: FeastSource | None = None
     sparse: tuple[SparseSpec, ...] = ()
     dense: tuple[DenseSpec, ...] = ()
@@ -203,6 +208,8 @@ def check_spec(spec: PrepareSpec, source: str) -> None:
 
     if bool(spec.source) == bool(spec.feast):
         fail("give exactly one of source (a Parquet export) and feast (a Feast repository)")
+    if spec.days and not spec.source:
+        fail("days: picks days of a partitioned source; feast builds one export")
     if spec.feast and not spec.feast.features:
         fail("feast.features: at least one 'feature_view:feature' reference is required")
     names = [f.name for f in spec.sparse] + [f.name for f in spec.dense]

@@ -24,43 +24,65 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
+from pipelines.feature_store.partitions import RawDay, check_days, find_days, read_rows, select
 from pipelines.jobs.daily_ledger import Ledger
 from pipelines.jobs.lineage import run_dir_of
 from recmtl.config import Config, load_config
 from recmtl.config.loading import read_yaml_mapping
-from recmtl.errors import ConfigError
+from recmtl.config.schema import DailyConfig
+from recmtl.errors import ConfigError, DataError
 from recmtl.metrics.auc import auc
+from recmtl.storage import is_uri
 
 
 @dataclass(frozen=True)
 class Day:
-    """Day ``index`` of the window: its raw export and the next day's (the test rows)."""
+    """Day ``index`` of the window: its raw partition and the next day's (the test rows)."""
 
     index: int
-    raw: Path
-    next_raw: Path
+    raw: RawDay
+    next_raw: RawDay
 
     @property
     def name(self) -> str:
-        return f"day-{self.index:04d}"
+        """Stable and readable: the date (``2026-11-01``), or ``day-NNNN`` for one file a day."""
+        return self.raw.label
 
 
 def window(cfg: Config, config_dir: Path) -> list[Day]:
-    """The days to run: every raw day from ``first_day`` that has a next day, ``days`` of them."""
-    raw = _path(cfg.daily.raw, config_dir)
-    files = {int(p.stem.removeprefix("day-")): p for p in raw.glob("day-*.parquet")}
-    if not files:
-        raise ConfigError(f"daily.raw: no day-NNNN.parquet files in {raw}")
-    days = [Day(d, files[d], files[d + 1]) for d in sorted(files)
-            if d >= cfg.daily.first_day and d + 1 in files]
-    if cfg.daily.days:
-        days = days[:cfg.daily.days]
-    if not days:
-        raise ConfigError(f"daily: no day from {cfg.daily.first_day} on has a next day in {raw}")
-    return days
+    """The days to run, from ``first_date`` (or ``first_day``), ``days`` of them (0: every day
+    that has a next day), each with its next day; a missing or empty day is an error that
+    names it (``pipelines/feature_store/partitions.py``)."""
+    raw = cfg.daily.raw if is_uri(cfg.daily.raw) else str(_path(cfg.daily.raw, config_dir))
+    found = find_days(raw)
+    if not found:
+        raise ConfigError(f"daily.raw: no <key>=<date>/ partitions or day-NNNN.parquet files "
+                          f"in {raw}")
+    start = _first(found, cfg.daily, raw)
+    count = cfg.daily.days or len(found) - start - 1
+    chosen = found[start:start + count + 1]
+    if count < 1 or len(chosen) < count + 1:
+        first = found[start].label if start < len(found) else f"day {start}"
+        raise DataError(f"{raw}: the window from {first} needs {max(count, 1) + 1} days (each "
+                        f"with the next as its test day); the export holds {len(chosen)} from "
+                        f"there, up to {found[-1].label}")
+    check_days(chosen, raw)
+    offset = start if found[0].key else 0  # Hive: days count from the export's first
+    return [Day(d.number if not d.key else offset + i, d, n)
+            for i, (d, n) in enumerate(zip(chosen, chosen[1:], strict=False))]
+
+
+def _first(found: list[RawDay], daily_cfg: DailyConfig, raw: str) -> int:
+    """The window's first day's position: ``first_date`` (a partition's date), or
+    ``first_day`` (a day-NNNN number, or the position of a Hive partition by date)."""
+    if daily_cfg.first_date:
+        picked = select(found, (daily_cfg.first_date,), f"daily.first_date ({raw})")
+        return found.index(picked[0])
+    if found[0].key:
+        return daily_cfg.first_day
+    return next((i for i, d in enumerate(found) if d.number >= daily_cfg.first_day), len(found))
 
 
 def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -181,11 +203,12 @@ def _day_line(result: dict[str, Any]) -> str:
 
 
 def prepare_day(day: Day, spec_path: Path, config_path: str | Path, work: Path,
-                previous: Path | None, valid_hours: float, history: tuple[Path, ...] = ()
+                previous: Path | None, valid_hours: float, history: tuple[RawDay, ...] = ()
                 ) -> Path:
-    """Day d's training store under ``work/day-NNNN/data``: train on day d up to its last
+    """Day d's training store under ``work/<day name>/data``: train on day d up to its last
     ``valid_hours`` (and on the ``history`` days before it, when given), validate on those
-    hours, test on day d + 1; from ``previous``'s vocabularies if given."""
+    hours, test on day d + 1; from ``previous``'s vocabularies if given. `recmtl prepare`
+    reads those days' files where they are (``days`` of the raw export: local or a URI)."""
     from pipelines.feature_store.prepare import prepare
     from pipelines.feature_store.spec import load_spec
 
@@ -198,14 +221,10 @@ def prepare_day(day: Day, spec_path: Path, config_path: str | Path, work: Path,
     day_ns = np.timedelta64(1, "D")
     split |= {"valid_from": str(start + day_ns - np.timedelta64(int(valid_hours * 3600), "s")),
               "test_from": str(start + day_ns)}
-    source = work / day.name / "source"
-    source.mkdir(parents=True, exist_ok=True)
-    for raw in (*history, day.raw, day.next_raw):
-        link = source / raw.name
-        if not link.exists():
-            link.symlink_to(raw.resolve())
     out = work / day.name / "data"
-    overrides: dict[str, Any] = {"source": str(source), "output": str(out), "split": split,
+    days = [d.label for d in (*history, day.raw, day.next_raw)]
+    overrides: dict[str, Any] = {"source": day.raw.root, "days": days, "output": str(out),
+                                 "split": split,
                                  "base_config": str(Path(config_path).resolve())}
     if previous is not None:
         overrides["previous"] = str(previous)
@@ -237,7 +256,7 @@ def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg
     task against the current alias on day d + 1's raw rows; tags the version either way."""
     version = summary["model_version"]
     tasks = list(daily_cfg.promote_tasks) or [t.name for t in cfg.tasks if t.kind == "binary"]
-    rows = pq.read_table(day.next_raw)
+    rows = read_rows(day.next_raw)
     candidate = raw_aucs(summary["export"], rows, cfg, tasks)
     champion_version, champion = None, None
     try:
@@ -277,8 +296,8 @@ def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg
             "champion_auc": champion, "champion_version": champion_version}
 
 
-def _day_start(path: Path, column: str) -> np.datetime64:
-    first = pc.min(pq.read_table(path, columns=[column]).column(column)).as_py()
+def _day_start(day: RawDay, column: str) -> np.datetime64:
+    first = pc.min(read_rows(day, columns=[column]).column(column)).as_py()
     return np.datetime64(first.replace(tzinfo=None), "D")
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from recmtl.config.multitask import check_multitask
 from recmtl.config.rmtl import RmtlConfig
-from recmtl.config.schema import Config, EvaluateConfig, ModelConfig, SyntheticConfig
+from recmtl.config.schema import (
+    Config,
+    DailyConfig,
+    EvaluateConfig,
+    ModelConfig,
+    SyntheticConfig,
+)
 from recmtl.errors import ConfigError
 
 Fail = Callable[[str], None]
@@ -28,6 +35,7 @@ def check_config(cfg: Config, source: str) -> None:
     _check_evaluate(cfg.evaluate, fail)
     _check_calibration(cfg, fail)
     _check_synthetic_days(cfg.synthetic, fail)
+    _check_daily(cfg.daily, fail)
     _check_storage(cfg, fail)
     cfg.synthetic.longtail.check(fail)
     syn = cfg.synthetic
@@ -269,6 +277,19 @@ def _check_calibration(cfg: Config, fail: Fail) -> None:
     if ev.calibration != "none" and not binary:
         fail(f"evaluate.calibration: {ev.calibration} calibrates binary tasks with a tower; "
              "there are none")
+
+
+def _check_daily(daily: DailyConfig, fail: Fail) -> None:
+    if daily.first_date:
+        try:
+            dt.date.fromisoformat(daily.first_date)
+        except ValueError:
+            fail(f"daily.first_date: {daily.first_date!r} is not a date; expected YYYY-MM-DD "
+                 "or YYYYMMDD")
+        if daily.first_day:
+            fail("daily: give first_date or first_day, not both")
+    if daily.first_day < 0 or daily.days < 0:
+        fail("daily: first_day and days must be >= 0")
 
 
 def _check_synthetic_days(syn: SyntheticConfig, fail: Fail) -> None:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import types
 import typing
@@ -52,7 +53,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected dotted.key=value")
-        set_dotted(raw, key, yaml.safe_load(value), str(path))
+        try:
+            parsed = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01, a date PyYAML cannot build
+            parsed = value  # the text itself: the type checks and rules name the key
+        set_dotted(raw, key, parsed, str(path))
     return config_from_dict(raw, source=str(path))
 
 
@@ -164,6 +169,8 @@ def _build(tp: Any, value: Any, key: str, source: str) -> Any:
         return float(value)  # PyYAML reads 1e-3 (no dot) as a string
     if tp in (int, str, bool) and type(value) is tp:
         return value
+    if tp is str and type(value) is dt.date:
+        return value.isoformat()  # PyYAML reads an unquoted 2026-11-01 as a date
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 

@@ -369,10 +369,13 @@ class DailyConfig:
     ``promote_tolerance`` AUC against the current one.
     """
 
-    raw: str = ""  # directory of raw exports named day-NNNN.parquet, one per day
+    # the raw export: a directory or URI of Hive partitions <key>=<date>/ (part files each),
+    # or of day-NNNN.parquet files (pipelines/feature_store/partitions.py)
+    raw: str = ""
     spec: str = ""  # the feature schema (`recmtl prepare`); relative paths from the config file
     work_dir: str = "runs/daily"  # prepared data per day and daily.json
-    first_day: int = 0
+    first_day: int = 0  # day-NNNN: the first day's number; Hive: its position by date
+    first_date: str = ""  # Hive: the first day's date (2026-11-01), instead of first_day
     days: int = 0  # 0: every day that has a next day
     valid_hours: float = 4.0
     promote_tolerance: float = 0.002
