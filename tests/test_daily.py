@@ -21,21 +21,32 @@ CONFIG = "configs/daily/daily.yaml"
 
 @pytest.fixture(scope="module")
 def three_days(tmp_path_factory, ray_local):
+    """Days 0 and 1 in a first invocation; day 2 in a second one, stopped by a killed worker
+    in the middle of the day; a third invocation takes day 2 up; a fourth has nothing to do."""
     root = tmp_path_factory.mktemp("daily")
     overrides = [f"data.root={root / 'data'}", "synthetic.days=4", "synthetic.rows_per_day=8000",
                  "synthetic.num_users=1500", "synthetic.num_items=600", "synthetic.num_categories=20",
                  "synthetic.row_group_size=4000", f"daily.raw={root / 'data' / 'raw'}",
-                 f"daily.work_dir={root / 'work'}", "daily.days=3", "data.batch_size=512",
+                 f"daily.work_dir={root / 'work'}", "data.batch_size=512",
                  "data.eval_batch_size=4096", "train.log_every=5", "evaluate.bootstrap=0",
                  "export.onnx=false", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-                 "mlflow.system_metrics=false"]
+                 "mlflow.system_metrics=false", "train.checkpoint_every_steps=4"]
     generate(load_config(CONFIG, overrides))
-    result = daily(CONFIG, overrides)
-    return root, overrides, result
+    first = daily(CONFIG, [*overrides, "daily.days=2"])
+    with pytest.raises(RuntimeError, match="worker pool: a worker failed while training"):
+        daily(CONFIG, [*overrides, "daily.days=3", f"train.kill_worker_at_step={KILL_AT}"])
+    stopped = json.loads((root / "work" / "daily.json").read_text())
+    result = daily(CONFIG, [*overrides, "daily.days=3"])
+    again = daily(CONFIG, [*overrides, "daily.days=3"])
+    return root, [*overrides, "daily.days=3"], result, {"first": first, "stopped": stopped,
+                                                       "again": again}
+
+
+KILL_AT = 6  # day 2's 6th step: after the checkpoint at step 4
 
 
 def test_each_day_is_tested_on_the_next_days_raw_rows(three_days):
-    root, _, result = three_days
+    root, _, result, _ = three_days
     assert [d["day"] for d in result["days"]] == [0, 1, 2]
     assert json.loads((root / "work" / "daily.json").read_text()) == json.loads(json.dumps(result))
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
@@ -55,7 +66,7 @@ def test_each_day_is_tested_on_the_next_days_raw_rows(three_days):
 
 
 def test_lineage_and_warm_start_recorded(three_days):
-    root, _, result = three_days
+    root, _, result, _ = three_days
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     days = result["days"]
     runs = [client.get_run(d["run_id"]) for d in days]
@@ -82,7 +93,7 @@ def test_lineage_and_warm_start_recorded(three_days):
 
 
 def test_promotion_gate_refuses_and_accepts(three_days):
-    root, overrides, result = three_days
+    root, overrides, result, _ = three_days
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     alias = client.get_model_version_by_alias("daily", "champion")
     promoted = [d for d in result["days"] if d["promoted"]]
@@ -106,3 +117,36 @@ def test_promotion_gate_refuses_and_accepts(three_days):
         **{**vars(cfg.daily), "promote_tolerance": 1.0}))
     assert lax["promoted"] and np.isfinite(lax["auc"]["ctr"])
     assert str(client.get_model_version_by_alias("daily", "champion").version) == first["model_version"]
+
+
+def test_a_second_invocation_continues_after_the_last_finished_day(three_days):
+    root, _, result, runs = three_days
+    first = runs["first"]["days"]
+    assert [d["name"] for d in first] == ["day-0000", "day-0001"]
+    assert result["days"][:2] == first  # kept as they were, not trained again
+    assert result["days"][2]["warm_start"] == first[1]["run_dir"]
+    assert runs["again"] == result  # nothing left to do: nothing trained, nothing changed
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs_trained = client.search_runs([client.get_experiment_by_name("recmtl-daily").experiment_id])
+    assert len(runs_trained) == 3  # one MLflow run per day, the stopped day's run resumed
+    hashes = {client.get_run(d["run_id"]).data.tags["recmtl.config_hash"] for d in result["days"]}
+    assert len(hashes) == 1  # one config, one hash, whatever the day's data and paths
+
+
+def test_a_day_stopped_by_a_killed_worker_is_taken_up_where_it_stopped(three_days):
+    root, _, result, runs = three_days
+    stopped = runs["stopped"]
+    assert [d["name"] for d in stopped["days"]] == ["day-0000", "day-0001"]
+    assert stopped["in_progress"]["name"] == "day-0002"
+    day = result["days"][2]
+    assert day["run_dir"] == stopped["in_progress"]["run_dir"] and result["in_progress"] is None
+    events = [json.loads(line) for line in
+              (Path(day["run_dir"]) / "progress.jsonl").read_text().splitlines()]
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["global_step"] == 4  # from the step-4 checkpoint
+    starts = [e for e in events if e["event"] == "epoch_start"]
+    assert [(e["first"], e["steps"]) for e in starts][-1][0] == 4  # steps 5.. trained once
+    # the worker checks that the epoch covered the split exactly (rows before the resume plus
+    # rows after it); the summary's rows say the same
+    summary = json.loads((Path(day["run_dir"]) / "summary.json").read_text())
+    assert summary["run_id"] == day["run_id"]

@@ -60,8 +60,22 @@ def check_reachable(uri: str, timeout_s: float = 10) -> None:
             "or set mlflow.tracking_uri / MLFLOW_TRACKING_URI. Nothing was computed.") from e
 
 
+WHERE_NOT_WHAT = (("data", "root"), ("output_dir",), ("mlflow", "tracking_uri"),
+                  ("train", "storage_path"), ("daily",))
+
+
 def config_hash(cfg: Config) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """16 hex digits of sha256 over the config, less where things are (the data root, the
+    output directory, the tracking store, checkpoint storage) and the daily job's window:
+    one value for one config wherever and on whichever days it runs (the data has its own
+    ``recmtl.data_fingerprint`` / ``data_version``)."""
+    raw = cfg.to_dict()
+    for *parents, key in WHERE_NOT_WHAT:
+        node = raw
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(key, None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str:
@@ -122,6 +136,9 @@ def start_run(cfg: Config, run_name: str, resume: str | None = None) -> str:
                             log_system_metrics=cfg.mlflow.system_metrics))
     mlflow.set_tags({"recmtl.git_commit": git_commit(), "recmtl.config_hash": config_hash(cfg),
                      "recmtl.data_fingerprint": data_fingerprint(cfg.data.root)})
+    if resume:  # the params are the run's first config's; MLflow refuses to change them
+        mlflow.log_dict(cfg.to_dict(), "config-resumed.yaml")
+        return run.info.run_id
     params = {k: str(v) for k, v in flatten(cfg.to_dict()).items()}
     items = list(params.items())
     for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
