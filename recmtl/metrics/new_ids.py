@@ -43,7 +43,7 @@ def masks_from_ids(ids: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def any_new(masks: Mapping[str, np.ndarray]) -> np.ndarray:
     """Rows new in at least one feature (``masks``: at least one, all of the same rows)."""
     stacked = np.stack([np.asarray(m, dtype=bool) for m in masks.values()])
-    return stacked.any(axis=0)
+    return np.asarray(stacked.any(axis=0))
 
 
 def new_id_slices(masks: Mapping[str, np.ndarray]) -> dict[str, SliceColumn]:
