@@ -69,3 +69,18 @@ def write_spec(tmp_path, src, **changes):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_spec(path)
+
+
+def prepare_vocab_store(tmp_path, **changes):
+    """The export prepared with vocabularies for users and items (``min_count`` 1: every train
+    value has a row, so no train row reads the OOV id); returns the output directory."""
+    from pipelines.feature_store.prepare import prepare
+
+    src = write_export(tmp_path, {**raw_columns(), "row_key": np.arange(N)})
+    sparse = [
+        {"name": "user_id", "column": "user", "transform": "vocab", "dim": 8},
+        {"name": "item_id", "column": "item", "transform": "vocab", "dim": 8},
+    ]  # no history: its null list items would read the OOV row (nulls.sparse: oov)
+    prepare(write_spec(tmp_path, src, sparse=sparse, keep=["ts", "row_key"],
+                       dense=[{"name": "price", "transform": "log1p_standardize"}], **changes))
+    return tmp_path / "out"

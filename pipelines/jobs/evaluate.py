@@ -9,6 +9,9 @@ With ``evaluate.calibration`` (a checkpoint; ``pipelines/jobs/calibrate.py``), t
 tasks score the calibrated probabilities, as the bundle serves them, and ``"calibration"``
 holds each task's metrics before and after; a bundle's scores are calibrated already.
 
+Data from ``recmtl prepare`` also gets the new-id slices (``recmtl.metrics.new_ids``): rows
+whose id of a vocabulary feature is the OOV id, in any feature and per feature.
+
 Slice columns (``evaluate.slices``) are read straight from the Parquet files beside the
 predictions rather than through ``Batch.extras``: extras are float32 by contract, while a
 slice column is categorical (integer, string or boolean ids, nulls allowed and reported).
@@ -39,9 +42,11 @@ from recmtl.metrics.calibrate import (
     format_calibration,
 )
 from recmtl.metrics.html import render_html
+from recmtl.metrics.new_ids import masks_from_ids, new_id_features, new_id_slices
 from recmtl.metrics.report import build_report, format_table
 from recmtl.metrics.slices import SliceColumn
 from recmtl.modules.ranker import MultiTaskRanker
+from recmtl.storage import read_text
 
 
 def with_slices(cfg: Config, columns: Sequence[str]) -> Config:
@@ -64,6 +69,7 @@ def evaluate(cfg: Config, checkpoint: str | Path | None, out_dir: str | Path,
     schema = FeatureSchema.from_config(cfg, with_extras=True)
     fs, row_groups = discover(uri, schema)
     slices = read_slices(fs, row_groups, cfg.evaluate.slices)  # a bad column fails before scoring
+    slices |= read_new_id_slices(cfg, fs, row_groups)
     diagnostics, uncalibrated = None, None
     if bundle is not None:
         cols = bundle_predictions(bundle, fs, row_groups, schema)
@@ -193,6 +199,24 @@ def read_slices(fs: pafs.FileSystem, row_groups: list[RowGroup], columns: Sequen
         codes = pc.fill_null(encoded.indices, len(values)).to_numpy().astype(np.int64)
         out[c] = SliceColumn(codes, values + ((None,) if arr.null_count else ()))
     return out
+
+
+def read_new_id_slices(cfg: Config, fs: pafs.FileSystem, row_groups: list[RowGroup]
+                       ) -> dict[str, SliceColumn]:
+    """The new-id slices (``recmtl.metrics.new_ids``) of data from ``recmtl prepare``: rows whose
+    id of a single-valued vocabulary feature is the OOV id; none for other data."""
+    text = read_text(cfg.data.root, "transforms.json")
+    if text is None:
+        return {}
+    used = {f.name for f in cfg.features.sparse}
+    features = [f for f in new_id_features(json.loads(text)) if f in used]
+    if not features:
+        return {}
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in features}
+    for _, table in _row_groups(fs, row_groups, features):
+        for f in features:
+            parts[f].append(table.column(f).to_numpy())
+    return new_id_slices(masks_from_ids({f: np.concatenate(v) for f, v in parts.items()}))
 
 
 def write_predictions(path: Path, cfg: Config, cols: dict[str, np.ndarray]) -> None:

@@ -248,6 +248,8 @@ def _check_train(cfg: Config, fail: Fail) -> None:
             fail(f"train.{key}: warmup_steps >= 0 and 0 <= final_factor <= 1")
     if train.pipeline == "sparse_dist" and cfg.loss.weighting == "pcgrad":
         fail("loss.weighting: pcgrad needs the plain step (train.pipeline: none)")
+    if not 0 <= train.oov_dropout.rate <= 1 or train.oov_dropout.max_count < 1:
+        fail("train.oov_dropout: rate in [0, 1] and max_count >= 1")
     if train.cpus_per_worker <= 0 or train.gpus_per_worker < 0:
         fail("train: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
     if train.num_workers < 1 or train.epochs < 1 or cfg.data.batch_size < 1:

@@ -273,6 +273,19 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class OovDropoutConfig:
+    """Out-of-vocabulary dropout (``recmtl.data.oov``): in training batches only, each
+    occurrence of a rare id of a vocabulary table (``recmtl prepare``'s ``vocab`` transform;
+    rare: seen 1 .. ``max_count`` times in the preparation's train split) is replaced by the
+    OOV id 0 with probability ``rate``, so the row every new id reads in evaluation and
+    serving is trained. ``rate: 0`` turns it off; data without ``transforms.json`` has no
+    vocabulary and is left as it is."""
+
+    rate: float = 0.1
+    max_count: int = 10
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """``ray_address``: join this Ray cluster (else ``$RAY_ADDRESS``, else start a local one).
     Each worker asks Ray for ``cpus_per_worker`` CPUs and, on cuda, ``gpus_per_worker`` GPUs."""
@@ -306,6 +319,7 @@ class TrainConfig:
     kill_worker_at_step: int | None = None
     # Node drill: every rank holds at this global step (once) for a node to be killed outside.
     node_drill_at_step: int | None = None
+    oov_dropout: OovDropoutConfig = field(default_factory=OovDropoutConfig)
 
 
 @dataclass(frozen=True)

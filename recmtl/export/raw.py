@@ -108,6 +108,14 @@ class RawTransforms:
             out[d["name"]] = pa.array(np.where(np.isnan(x), d["fill"], x).astype(np.float32))
         return pa.table(out)
 
+    def single_ids(self, table: pa.Table, names: list[str], where: str = "input"
+                   ) -> dict[str, np.ndarray]:
+        """int64 ids [n] of the single-valued vocabulary or hash features ``names`` of raw
+        rows, as ``apply`` maps them (reading only their columns)."""
+        by_name = {f["name"]: f for f in self.spec["sparse"]}
+        return {n: self._ids(_column(table, by_name[n]["column"], where), by_name[n], where)
+                for n in names}
+
     def _ids(self, values: pa.Array, f: dict[str, Any], where: str) -> np.ndarray:
         """Vocabulary or hashed ids of raw values (null: the OOV id 0, or an error)."""
         if values.null_count and self.spec["nulls"]["sparse"] == "error":

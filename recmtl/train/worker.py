@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from recmtl.config import Config
+from recmtl.data.oov import OovDropout, rare_ids
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.reshard import rest_of_epoch, rows_done
 from recmtl.data.schema import FeatureSchema
@@ -84,6 +85,16 @@ def numeric_edges(cfg: Config) -> list[list[float]] | None:
     return quantile_edges(dense.double().numpy(), cfg.model.numeric_bins)
 
 
+def oov_dropout(cfg: Config, rank: int) -> OovDropout | None:
+    """``train.oov_dropout`` over the vocabulary features of ``data.root`` (None when off, or
+    when the data has no vocabulary: not from ``recmtl prepare``, or no ``vocab`` table)."""
+    drop = cfg.train.oov_dropout
+    if drop.rate <= 0:
+        return None
+    rare = rare_ids(cfg.data.root, drop.max_count, [f.name for f in cfg.features.sparse])
+    return OovDropout(rare, drop.rate, cfg.seed, rank) if rare else None
+
+
 def run_worker(job: WorkerJob) -> None:
     """Trains ``job`` on this rank of an initialised process group, resuming from the sink's
     newest checkpoint if there is one."""
@@ -117,6 +128,8 @@ class WorkerRun:
         self.progress = Progress(job, self.rank, self.world)
         self.progress.log_text(str(plan), "sharding_plan.txt")
         self.train_reader, self.valid_reader = train_readers(cfg, self.rank, self.world)
+        self.oov = oov_dropout(cfg, self.rank)  # training batches only, never validation
+        self.oov_replaced = 0
         self.steps_per_epoch = self.train_reader.num_batches
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
@@ -168,13 +181,22 @@ class WorkerRun:
         resumes from the same checkpoint, whose position holds for any world size."""
         old_world = self.progress_at.get("world", self.world)
         if first == 0 or old_world == self.world:
-            return self.train_reader.epoch(epoch, first), self.steps_per_epoch - first
-        self.resharded_epoch = epoch
-        batches, steps, _ = rest_of_epoch(self.train_reader, epoch, old_world,
-                                          -(-self.cfg.data.batch_size // old_world), first)
-        if self.cfg.train.max_steps_per_epoch:
-            steps = min(steps, max(1, self.steps_per_epoch - first))
-        return batches, steps
+            batches, steps = self.train_reader.epoch(epoch, first), self.steps_per_epoch - first
+        else:
+            self.resharded_epoch = epoch
+            batches, steps, _ = rest_of_epoch(self.train_reader, epoch, old_world,
+                                              -(-self.cfg.data.batch_size // old_world), first)
+            if self.cfg.train.max_steps_per_epoch:
+                steps = min(steps, max(1, self.steps_per_epoch - first))
+        return (batches if self.oov is None else self._dropped(batches, epoch, first)), steps
+
+    def _dropped(self, batches: Any, epoch: int, first: int) -> Any:
+        """The train batches with ``train.oov_dropout`` applied, counting the ids replaced."""
+        assert self.oov is not None
+        for index, batch in enumerate(batches, start=first):
+            batch, replaced = self.oov.apply(batch, epoch, index)
+            self.oov_replaced += replaced
+            yield batch
 
     def _rows_before(self, epoch: int, first: int) -> int:
         """Rows of ``epoch`` trained before the checkpoint this run resumed from."""
@@ -216,10 +238,11 @@ class WorkerRun:
     def _validate(self, epoch: int, first: int, stats: EpochStats) -> dict[str, Any]:
         """Rows trained (checked against the split), validation AUC and expert health, logged
         by rank 0; returns the epoch's metrics (collective)."""
-        counts = torch.tensor([stats.rows, stats.steady_rows], dtype=torch.int64,
-                              device=self.device)
+        counts = torch.tensor([stats.rows, stats.steady_rows, self.oov_replaced],
+                              dtype=torch.int64, device=self.device)
+        self.oov_replaced = 0
         dist.all_reduce(counts)
-        rows_trained, steady_rows = counts.tolist()
+        rows_trained, steady_rows, oov_replaced = counts.tolist()
         total = self.train_reader.total_rows
         before = self._rows_before(epoch, first)
         if not self.cfg.train.max_steps_per_epoch and before + rows_trained != total:
@@ -233,6 +256,8 @@ class WorkerRun:
             val = validation_auc(self.cfg.tasks, self.model, self.valid_reader, self.device)
         diagnostics = reduced_summary(probe, self.device)
         metrics: dict[str, Any] = {f"valid/auc_{k}": v for k, v in val.items() if v is not None}
+        if self.oov is not None:  # ids sent to the OOV row this epoch, all ranks
+            metrics["train/oov_dropout_ids"] = oov_replaced
         metrics |= {"epoch": epoch, "step": self.global_step, "rows_trained": rows_trained,
                     "rows_in_split": total,
                     "train/epoch_samples_per_s": steady_rows / max(stats.steady_seconds, 1e-9),
