@@ -150,3 +150,24 @@ def test_a_day_stopped_by_a_killed_worker_is_taken_up_where_it_stopped(three_day
     # rows after it); the summary's rows say the same
     summary = json.loads((Path(day["run_dir"]) / "summary.json").read_text())
     assert summary["run_id"] == day["run_id"]
+
+
+def test_the_new_id_slice_is_the_rows_with_a_value_the_days_vocabulary_lacks(three_days):
+    root, _, result, _ = three_days
+    for day in result["days"]:
+        data = Path(day["data"])
+        transforms = json.loads((data / "transforms.json").read_text())
+        test = pq.read_table(root / "data" / "raw" / f"day-{day['day'] + 1:04d}.parquet")
+        new = np.zeros(test.num_rows, dtype=bool)
+        for f in transforms["sparse"]:
+            if f["transform"] != "vocab" or f.get("multi_valued"):
+                continue
+            known = set(pq.read_table(data / "vocab" / f"{f['table']}.parquet")["value"]
+                        .to_pylist())
+            new |= np.array([v is None or str(v) not in known
+                             for v in test.column(f["column"]).to_pylist()])
+        assert day["new_ids"]["rows"] == new.sum() > 0
+        scores = BundleScorer(Path(day["run_dir"]) / "export").score_raw(test)
+        click = test.column("click").to_numpy().astype(int)
+        assert day["new_ids"]["auc"]["candidate"]["ctr"] == pytest.approx(
+            roc_auc_score(click[new], scores["ctr"].numpy()[new]), abs=1e-9)

@@ -196,8 +196,10 @@ class DailyJob:
 
 
 def _day_line(result: dict[str, Any]) -> str:
-    s = result["seconds"]
-    return (f"{result['name']}: {result['reason']} [{s['total']:.0f} s: prepare "
+    s, new = result["seconds"], result.get("new_ids") or {}
+    on_new = ", ".join(f"{t} {v:.4f}" for t, v in new.get("auc", {}).get("candidate", {}).items())
+    new_text = f"; new ids {new['share']:.0%} of rows: {on_new or 'no AUC'}" if new else ""
+    return (f"{result['name']}: {result['reason']}{new_text} [{s['total']:.0f} s: prepare "
             f"{s['prepare']:.0f}, train+evaluate+export {s['train_job']:.0f} (epoch "
             f"{s['epoch']:.0f}), promote {s['promote']:.0f}]")
 
@@ -235,19 +237,49 @@ def prepare_day(day: Day, spec_path: Path, config_path: str | Path, work: Path,
 def raw_aucs(bundle: str | Path, rows: pa.Table, cfg: Config, tasks: list[str]) -> dict[str, float]:
     """AUC per task of a bundle on raw feature-store rows (its own transforms), each task in
     its sample space."""
+    return task_aucs(raw_scores(bundle, rows), rows, cfg, tasks)
+
+
+def raw_scores(bundle: str | Path, rows: pa.Table) -> dict[str, np.ndarray]:
     from recmtl.export.scorer import BundleScorer
 
     scores = BundleScorer(bundle).score_raw(rows, where="daily test rows")
+    return {k: v.numpy() for k, v in scores.items()}
+
+
+def task_aucs(scores: dict[str, np.ndarray], rows: pa.Table, cfg: Config, tasks: list[str],
+              where: np.ndarray | None = None) -> dict[str, float]:
+    """AUC per task of ``scores`` on ``rows`` (those in ``where`` only, when given), each task
+    in its sample space; a task whose rows hold one class is left out."""
     out = {}
     for name in tasks:
         task = cfg.task(name)
         labels = rows.column(task.label).to_numpy(zero_copy_only=False).astype(np.float64)
         keep = (rows.column(task.space).to_numpy(zero_copy_only=False) > 0 if task.space
                 else np.ones(len(labels), dtype=bool))
-        value = auc(labels[keep], scores[name].numpy()[keep])
+        if where is not None:
+            keep &= where
+        value = auc(labels[keep], scores[name][keep])
         if value is not None:
             out[name] = value
     return out
+
+
+def new_id_figures(bundle: str | Path, rows: pa.Table, cfg: Config, tasks: list[str],
+                   scores: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The next day's rows whose id in some vocabulary feature the new model's data never held
+    (``recmtl/export/new_ids.py``): their count and share, per feature too, and the AUC of
+    each model in ``scores`` (name -> its scores of ``rows``) on them."""
+    from recmtl.export.new_ids import new_id_masks
+    from recmtl.metrics.new_ids import any_new
+
+    masks = new_id_masks(bundle, rows, where="daily test rows")
+    if not masks:
+        return {}
+    new = any_new(masks)
+    return {"rows": int(new.sum()), "share": float(new.mean()),
+            "features": {k: int(m.sum()) for k, m in masks.items()},
+            "auc": {who: task_aucs(s, rows, cfg, tasks, new) for who, s in scores.items()}}
 
 
 def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg: Config,
@@ -257,7 +289,8 @@ def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg
     version = summary["model_version"]
     tasks = list(daily_cfg.promote_tasks) or [t.name for t in cfg.tasks if t.kind == "binary"]
     rows = read_rows(day.next_raw)
-    candidate = raw_aucs(summary["export"], rows, cfg, tasks)
+    scores = {"candidate": raw_scores(summary["export"], rows)}
+    candidate = task_aucs(scores["candidate"], rows, cfg, tasks)
     champion_version, champion = None, None
     try:
         current = client.get_model_version_by_alias(model_name, daily_cfg.alias)
@@ -267,7 +300,8 @@ def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg
     else:
         champion_version = current.version
         checkpoint = client.get_run(current.run_id).data.tags["recmtl.checkpoint"]
-        champion = raw_aucs(run_dir_of(checkpoint) / "export", rows, cfg, tasks)
+        scores["champion"] = raw_scores(run_dir_of(checkpoint) / "export", rows)
+        champion = task_aucs(scores["champion"], rows, cfg, tasks)
     worse = {t: (candidate[t], champion[t]) for t in tasks if champion and t in candidate
              and t in champion and candidate[t] < champion[t] - daily_cfg.promote_tolerance}
     if champion is None:
@@ -293,7 +327,8 @@ def promote(client: Any, model_name: str, summary: dict[str, Any], day: Day, cfg
     if promoted:
         client.set_registered_model_alias(model_name, daily_cfg.alias, version)
     return {"promoted": promoted, "reason": reason, "auc": candidate,
-            "champion_auc": champion, "champion_version": champion_version}
+            "champion_auc": champion, "champion_version": champion_version,
+            "new_ids": new_id_figures(summary["export"], rows, cfg, tasks, scores)}
 
 
 def _day_start(day: RawDay, column: str) -> np.datetime64:
