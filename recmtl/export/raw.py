@@ -154,7 +154,10 @@ def _column(table: pa.Table, name: str, where: str) -> pa.Array:
 
 
 def _text(values: pa.Array, column: str, where: str) -> pa.Array:
-    """Ids as prepare saw them: integers in decimal, strings as they are."""
+    """Ids as prepare saw them: integers in decimal, strings as they are (dictionary-encoded
+    columns, as warehouses write low-cardinality strings, by their values)."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
     t = values.type
     if pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
         return values.cast(pa.string())

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -71,6 +72,17 @@ def test_replayed_transforms_equal_prepare_output_row_by_row(bundle):
     # the export exercises every rule: nulls, null lists, null list items, unseen ids
     assert raw.column("price").null_count and raw.column("clicked_item_ids").null_count
     assert 0 in got.column("item_id").to_pylist()
+
+
+def test_dictionary_encoded_ids_read_as_their_values(bundle):
+    """Warehouses write low-cardinality strings dictionary-encoded; the ids are the values."""
+    raw = pq.read_table(bundle["src"]).sort_by("row_key")
+    transforms = RawTransforms(bundle["dir"] / "raw/transforms.json")
+    encoded = raw.set_column(raw.schema.get_field_index("item"), "item",
+                             pc.dictionary_encode(raw.column("item")))
+    assert pa.types.is_dictionary(encoded.schema.field("item").type)
+    assert transforms.apply(encoded).column("item_id").to_pylist() == \
+        _prepared_rows(bundle["out"]).column("item_id").to_pylist()
 
 
 def test_raw_rows_score_like_the_model_on_prepared_rows(bundle):
