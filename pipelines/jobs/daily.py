@@ -106,7 +106,8 @@ def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                                     "experiment": cfg.mlflow.experiment})
     if redo:
         ledger.redo(redo)
-    days = ledger.todo(window(cfg, config_dir))
+    full = window(cfg, config_dir)
+    days = ledger.todo(full)
     if not days:
         last = ledger.last["name"] if ledger.last else None
         print(f"daily: nothing to do in {job.work}: every day of the window is done "
@@ -117,7 +118,9 @@ def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     with WorkerPool(cfg.train) as pool:
         start_s = time.perf_counter() - t0
         for day in days:
-            result = job.run_day(day, ledger, pool)
+            before = full[:full.index(day)][-cfg.daily.replay_days:] if cfg.daily.replay_days \
+                else []
+            result = job.run_day(day, ledger, pool, tuple(d.raw for d in before))
             result["seconds"]["workers_start"] = round(start_s, 2)
             start_s = 0.0  # paid once for the window
             ledger.finish(result)
@@ -142,9 +145,11 @@ class DailyJob:
     def model_name(self) -> str:
         return self.cfg.mlflow.registered_model_name or self.cfg.name
 
-    def run_day(self, day: Day, ledger: Ledger, pool: Any) -> dict[str, Any]:
+    def run_day(self, day: Day, ledger: Ledger, pool: Any, replay: tuple[RawDay, ...] = ()
+                ) -> dict[str, Any]:
         """Prepares, trains, scores and promotes ``day`` from the last finished day, taking
-        up a day in progress where it stopped; returns the day's ledger entry."""
+        up a day in progress where it stopped; returns the day's ledger entry. ``replay``:
+        earlier days whose rows join the day's training rows (``daily.replay_days``)."""
         from mlflow.tracking import MlflowClient
 
         from pipelines.jobs.train import train
@@ -157,7 +162,7 @@ class DailyJob:
         if current is None:
             data_dir = prepare_day(day, self.spec, self.config_path, self.work,
                                    Path(previous["data"]) if previous else None,
-                                   self.cfg.daily.valid_hours)
+                                   self.cfg.daily.valid_hours, replay)
             run_dir = self.work / "runs" / f"{self.cfg.name}-{day.name}-" \
                 f"{time.strftime('%Y%m%d-%H%M%S')}"
             current = {"name": day.name, "data": str(data_dir), "run_dir": str(run_dir)}

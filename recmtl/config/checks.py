@@ -250,6 +250,9 @@ def _check_train(cfg: Config, fail: Fail) -> None:
         fail("loss.weighting: pcgrad needs the plain step (train.pipeline: none)")
     if not 0 <= train.oov_dropout.rate <= 1 or train.oov_dropout.max_count < 1:
         fail("train.oov_dropout: rate in [0, 1] and max_count >= 1")
+    if train.warm_start.sparse_state_scale < 0:
+        fail("train.warm_start.sparse_state_scale: expected >= 0 (0 starts the accumulators "
+             "afresh, 1 keeps them)")
     if train.cpus_per_worker <= 0 or train.gpus_per_worker < 0:
         fail("train: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
     if train.num_workers < 1 or train.epochs < 1 or cfg.data.batch_size < 1:
@@ -290,8 +293,8 @@ def _check_daily(daily: DailyConfig, fail: Fail) -> None:
                  "or YYYYMMDD")
         if daily.first_day:
             fail("daily: give first_date or first_day, not both")
-    if daily.first_day < 0 or daily.days < 0:
-        fail("daily: first_day and days must be >= 0")
+    if daily.first_day < 0 or daily.days < 0 or daily.replay_days < 0:
+        fail("daily: first_day, days and replay_days must be >= 0")
 
 
 def _check_synthetic_days(syn: SyntheticConfig, fail: Fail) -> None:

@@ -286,6 +286,18 @@ class OovDropoutConfig:
 
 
 @dataclass(frozen=True)
+class WarmStartConfig:
+    """What a warm start (``--warm-start``, each day of the daily job) does to the optimizer
+    state it carries over (``recmtl/train/warm_state.py``): ``sparse_state_scale`` multiplies
+    the embedding tables' accumulators (row-wise Adagrad's sum of squared gradients; 0 starts
+    them afresh, 1 keeps them); ``dense_state``: ``keep`` the dense optimizer's moments and step
+    count, or ``reset`` them."""
+
+    sparse_state_scale: float = 1.0
+    dense_state: Literal["keep", "reset"] = "keep"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """``ray_address``: join this Ray cluster (else ``$RAY_ADDRESS``, else start a local one).
     Each worker asks Ray for ``cpus_per_worker`` CPUs and, on cuda, ``gpus_per_worker`` GPUs."""
@@ -320,6 +332,7 @@ class TrainConfig:
     # Node drill: every rank holds at this global step (once) for a node to be killed outside.
     node_drill_at_step: int | None = None
     oov_dropout: OovDropoutConfig = field(default_factory=OovDropoutConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
 
 
 @dataclass(frozen=True)
@@ -395,6 +408,9 @@ class DailyConfig:
     promote_tolerance: float = 0.002
     promote_tasks: tuple[str, ...] = ()
     alias: str = "champion"
+    # Replay: each day also trains on the rows of this many days before it (from the export),
+    # so a model continued day over day keeps seeing more than its last day.
+    replay_days: int = 0
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from recmtl.train.sharding import shard_model
 from recmtl.train.sinks import START, CheckpointSink, DirectorySink, RaySink, fault_drill, node_drill
 from recmtl.train.validation import reduced_summary, validation_auc
 from recmtl.train.warm_start import read_remaps, warm_start
+from recmtl.train.warm_state import settle
 
 
 def worker_device(cfg: Config) -> torch.device:
@@ -143,6 +144,7 @@ class WorkerRun:
         if self.progress_at == START and job.warm_start:  # a restart resumes, never re-warms
             carried = warm_start(self.model, self.optimizer, job.warm_start,
                                  read_remaps(job.remap_dir))
+            carried["settled"] = settle(self.optimizer, cfg.train.warm_start)
             self.progress.log_json(carried | {"source": job.warm_start}, "warm_start.json")
         self.global_step = self.progress_at["global_step"]
         self.schedule.set_step(self.global_step)
