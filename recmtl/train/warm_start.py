@@ -201,7 +201,7 @@ def _describe(flat: str) -> str:
     if flat.startswith("model."):
         return f"table {table!r}"
     name = flat.split(".weight.", 1)[1].removeprefix(f"{table}.")
-    return f"table {table!r}'s optimizer state {name!r}"
+    return f"optimizer state {name!r} of table {table!r}"
 
 
 def _without(node: Any, drop: set[str], prefix: str = "") -> Any:

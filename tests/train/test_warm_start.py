@@ -10,6 +10,9 @@ read back whole in this process alone (``no_dist``), the independent reference."
 
 import dataclasses
 import json
+import re
+import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -23,9 +26,11 @@ from pipelines.synthetic.store import generate
 from recmtl.config import derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
+from recmtl.errors import CollectiveError
 from recmtl.losses import multitask_loss
 from recmtl.models.builder import build_model
 from recmtl.train import sharding as sharding_module
+from recmtl.train import warm_start as warm_start_module
 from recmtl.train.checkpoint import save_sharded
 from recmtl.train.managed import Admission
 from recmtl.train.sharding import shard_model
@@ -264,3 +269,118 @@ def _rebinned(values, size, rows):
     if size == rows:
         return values.view(-1, rows).mean(0)
     return values.repeat(size // rows)
+
+
+def _grown(cfg):
+    """``cfg`` with segment grown 4 -> 6 rows (pooled, in two column shards on 1 and 3 ranks)
+    and category 10 -> 13 (a sequence table); item (a sequence table) is remapped below."""
+    tables = [dataclasses.replace(t, num_embeddings={"segment": 6, "category": 13}[t.name])
+              if t.name in ("segment", "category") else t for t in cfg.features.tables]
+    return derive(cfg, {"features.tables": tables})
+
+
+# item: rows 5 and 6 retired and recycled for new values, 7 moves to 199, 199 is dropped
+ITEM_OLD = np.array([i for i in range(200) if i not in (5, 6, 199)], dtype=np.int64)
+ITEM_NEW = np.where(ITEM_OLD == 7, 199, ITEM_OLD)
+
+
+def test_grown_tables_on_another_world_size_match_the_same_size_path(mixed_cfg, sources,
+                                                                    tmp_path):
+    """Saved on 1 rank, warm-started with grown and remapped tables onto 3 ranks and onto 1:
+    the surviving rows (weights and accumulators, per column shard) equal the source's on
+    both, new rows are each run's fresh ones with a zero state, the rest is unchanged."""
+    grown, runs = _grown(mixed_cfg), {}
+    for world, plan in ((3, WARM_PLANS[3]), (1, PLANS[1])):
+        out = tmp_path / f"world{world}"
+        out.mkdir()
+        run_ranks(_warm, world, grown, sources[1], out, plan, {"item": (ITEM_OLD, ITEM_NEW)},
+                  False)
+        runs[world] = _read_all(out / "warm"), _read_all(out / "fresh")
+    source = _read_all(sources[1])
+    segment = "model.embeddings.embedding_bags.segment.weight"
+    category = "model.sequence_embeddings.embeddings.category.weight"
+    states = {key: f"optimizer.state.{key.removeprefix('model.')}.{name}.momentum1"
+              for key, name in ((segment, "segment"), (category, "category"),
+                                ("model." + ITEM, "item"))}
+    for world, (warm, fresh) in runs.items():
+        for key, rows, old_rows in ((segment, 6, 4), (category, 13, 10)):
+            assert torch.equal(warm[key][:old_rows], source[key][:old_rows]), (world, key)
+            assert torch.equal(warm[key][old_rows:], fresh[key][old_rows:]), (world, key)
+            state, old_state = warm[states[key]], source[states[key]]
+            blocks = old_state.numel() // old_rows  # one per column shard
+            assert torch.equal(state.view(blocks, rows)[:, :old_rows],
+                               old_state.view(blocks, old_rows)), (world, key)
+            assert torch.all(state.view(blocks, rows)[:, old_rows:] == 0)
+        expected_w, expected_m = fresh["model." + ITEM].clone(), fresh[ITEM_STATE].clone()
+        expected_w[ITEM_NEW] = source["model." + ITEM][ITEM_OLD]
+        expected_m[ITEM_NEW] = source[ITEM_STATE][ITEM_OLD]
+        assert torch.equal(warm["model." + ITEM], expected_w), world
+        assert torch.equal(warm[ITEM_STATE], expected_m), world
+        assert torch.equal(warm[ITEM_STATE][[5, 6]], torch.zeros(2))  # recycled rows restart
+        for key in source.keys() - set(states) - set(states.values()):
+            assert torch.equal(warm[key], source[key]), (world, key)  # user, its map, dense
+    (warm3, _), (warm1, _) = runs[3], runs[1]
+    for key in (segment, category):  # the same-size path carries the same rows and state
+        rows = source[key].size(0)
+        assert torch.equal(warm3[key][:rows], warm1[key][:rows])
+    for key in states.values():
+        assert torch.equal(warm3[key], warm1[key])
+    report = json.loads((tmp_path / "world3" / "report.json").read_text())
+    assert report["tables"]["segment"] == {"old_rows": 4, "new_rows": 6, "carried": 4,
+                                           "fresh": 2, "resharded_only": False}
+    assert report["tables"]["item"]["carried"] == 197
+    assert report["tables"]["user"]["resharded_only"]
+
+
+def _warm_with_a_fault(rank, world, port, cfg, source, out, fault, timeout_s):
+    """Rank 1 skips its first row copy (as a rank on another code path would) or stalls
+    before it (a slow or stuck rank), then stays alive, taking part in nothing."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=30))
+    dmp, opt, _ = _sharded(cfg, WARM_PLANS[3])
+    if rank == 1:
+        calls, load = [], warm_start_module._load
+
+        def faulty(state, *args):
+            calls.append(1)
+            if len(calls) == 2:  # call 1 loads the tensors that keep their shape
+                if fault == "skips":
+                    return
+                time.sleep(3 * timeout_s)
+            load(state, *args)
+        warm_start_module._load = faulty
+    start, result = time.monotonic(), {"kind": "finished", "message": ""}
+    try:
+        warm_start(dmp, opt, source, {"item": (ITEM_OLD, ITEM_NEW)}, timeout_s=timeout_s)
+    except Exception as e:
+        result = {"kind": type(e).__name__, "message": str(e)}
+    result["seconds"] = time.monotonic() - start
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    if rank == 1:
+        time.sleep(3 * timeout_s)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("fault", ["skips", "stalls"])
+def test_a_load_one_rank_misses_fails_within_the_limit_naming_it(mixed_cfg, sources, fault,
+                                                                 tmp_path):
+    """A rank that skips a load leaves the others failing at once (its group is gone when it
+    finishes); one that stalls leaves them timing out after the limit (3 s here): either way
+    an error naming the load and the rank, never the default group's 30 minutes."""
+    start = time.monotonic()
+    run_ranks(_warm_with_a_fault, 3, _grown(mixed_cfg), sources[2], tmp_path, fault, 3)
+    results = {r: json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)}
+    step = r"loading (table|optimizer state '\w+' of table) '\w+' \(row copy (\d+) of 8\)"
+    for rank in (0, 2):  # they wait for rank 1 in a row copy, and give up
+        result = results[rank]
+        assert result["kind"] == CollectiveError.__name__, result
+        found = re.search(f"warm start from {sources[2]}: {step} (.*) on rank {rank} of 3",
+                          result["message"])
+        assert found, result
+        if fault == "stalls":  # in the load rank 1 never reached
+            assert found[2] == "1" and found[3] == "timed out after 3 s", result
+            assert 3 <= result["seconds"] < 15, result
+        else:  # in their last load, which rank 1 never issues
+            assert found[2] == "8" and found[3].startswith("failed after"), result
+            assert result["seconds"] < 15, result
+    assert time.monotonic() - start < 60
