@@ -15,7 +15,7 @@ Every rank takes part in every load, whether or not it holds a shard of the tabl
 of tensors copied by row is agreed on by all ranks first (a rank knows only the optimizer
 state of the shards it holds). The loads run on a process group of their own with a short
 time limit (``recmtl.train.collectives``): a load some rank never reaches fails on the others
-within ``timeout_s`` with an error naming it.
+within ``timeout_s`` (60 s; more on a checkpoint of gigabytes) with an error naming it.
 
 A remap is ``{table: (old_ids, new_ids)}``: row ``old_ids[i]`` of yesterday's table becomes
 row ``new_ids[i]`` of today's. A table without one keeps rows ``[0, min(old, new))`` in place.
@@ -23,6 +23,7 @@ row ``new_ids[i]`` of today's. A table without one keeps rows ``[0, min(old, new
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from recmtl.train.collectives import DEFAULT_TIMEOUT_S, BoundedSteps
 # The pooled tables' collection and the sequence tables' one (an EmbeddingCollection).
 TABLE_PREFIXES = ("embeddings.embedding_bags.", "sequence_embeddings.embeddings.")
 Remap = tuple[np.ndarray, np.ndarray]
+READ_BYTES_PER_S = 100e6  # the slowest checkpoint storage allowed for (see read_allowance_s)
 Blocks = tuple[tuple[int, int], ...]
 
 
@@ -75,11 +77,14 @@ def warm_start(model: torch.nn.Module, optimizer: Any, source: str | Path,
                remaps: dict[str, Remap] | None = None,
                timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Loads checkpoint ``source`` into the sharded ``model`` and ``optimizer`` (collective:
-    every rank issues the same loads, each bounded by ``timeout_s``); returns per-table counts
-    and the tables only one side has."""
+    every rank issues the same loads); returns per-table counts and the tables only one side
+    has. Each load is bounded by ``timeout_s`` plus the time a big checkpoint's reads may take
+    (``read_allowance_s``: 0 s below ~50 MB a rank)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     saved = FileSystemReader(str(source)).read_metadata().state_dict_metadata
-    with BoundedSteps(f"warm start from {source}", timeout_s) as steps:
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    limit = timeout_s + read_allowance_s(saved, world)
+    with BoundedSteps(f"warm start from {source}", limit) as steps:
         try:
             plan, problem = _plan(state, saved, remaps or {}, source), None
         except ConfigError as e:  # raised on every rank alike below, never on some alone
@@ -102,6 +107,15 @@ def warm_start(model: torch.nn.Module, optimizer: Any, source: str | Path,
     return {"tables": {t: c.as_dict() for t, c in plan.carries.items()},
             "new_tables": sorted(tables - saved_tables),
             "dropped_tables": sorted(saved_tables - tables)}
+
+
+def read_allowance_s(saved: dict[str, Any], world: int) -> float:
+    """Seconds a load may take beyond the limit on a big checkpoint: a rank's share of it and
+    the largest tensor (one read whole for a row copy) at ``READ_BYTES_PER_S``, in whole
+    seconds (ranks wait in a load's last collective while the slowest one reads)."""
+    sizes = [math.prod(m.size) * m.properties.dtype.itemsize for m in saved.values()
+             if hasattr(m, "size")]
+    return float(round((sum(sizes) / world + max(sizes, default=0)) / READ_BYTES_PER_S))
 
 
 def _plan(state: dict[str, Any], saved: dict[str, Any], remaps: dict[str, Remap],

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from recmtl.config import derive, load_config
 from recmtl.errors import CollectiveError
 from recmtl.train import warm_start as warm_start_module
 from recmtl.train.checkpoint import save_sharded
-from recmtl.train.warm_start import warm_start
+from recmtl.train.warm_start import read_allowance_s, warm_start
 from tests.ranks import run_ranks
 from tests.train.test_warm_start import _init, _read_all, _sharded, _train_and_save
 
@@ -271,3 +272,13 @@ def test_a_load_one_rank_misses_fails_within_the_limit_naming_it(sources, grown_
             assert found["copy"] == found["copies"], result
             assert found["what"].startswith("failed after"), result
             assert result["seconds"] < 10, result
+
+
+def test_big_checkpoints_get_time_to_read():
+    """The limit grows by a rank's share and the largest tensor at 100 MB/s, whole seconds."""
+    def tensor(*size):
+        return SimpleNamespace(size=torch.Size(size), properties=SimpleNamespace(
+            dtype=torch.float32))
+    saved = {"a": tensor(1000, 25_000), "b": tensor(1000, 12_500), "c": SimpleNamespace()}
+    assert read_allowance_s(saved, 3) == round((150e6 / 3 + 100e6) / 100e6)  # 1.5 -> 2
+    assert read_allowance_s({"a": tensor(200, 8)}, 1) == 0
