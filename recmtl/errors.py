@@ -14,3 +14,8 @@ class ConfigError(RecmtlError, ValueError):
 
 class DataError(RecmtlError, ValueError):
     """Bad input data; the message says where (file, row group, column) and what was expected."""
+
+
+class CollectiveError(RecmtlError, RuntimeError):
+    """A step the workers take together failed or timed out on one of them; the message names
+    the step, the rank and the time limit (the cause is usually in another worker's log)."""

@@ -14,7 +14,7 @@ from pipelines.jobs.calibrate import fit_calibration
 from pipelines.jobs.evaluate import evaluate
 from pipelines.jobs.export import export
 from pipelines.jobs.lineage import data_version, remap_dir, resolve_warm_start
-from recmtl.config import Config, ConfigError
+from recmtl.config import Config
 from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.checkpoint import load_unsharded
@@ -42,10 +42,6 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
     """
     cfg = absolute_data_root(cfg)
     check_feature_store(cfg)
-    sequences = [f.name for f in cfg.features.sparse if f.sequence is not None]
-    if sequences and warm_start:
-        raise ConfigError(f"features.sparse.{sequences[0]}.sequence: --warm-start of sequence "
-                          "tables is not built yet (docs/sequences.md)")
     tracking_uri = resolve_tracking_uri(cfg)
     check_reachable(tracking_uri)
     source = resolve_warm_start(warm_start, tracking_uri) if warm_start else None

@@ -64,7 +64,9 @@ def reset_rows(model: torch.nn.Module, optimizer: Any, rows: dict[str, torch.Ten
     for table, taken in rows.items():
         new_ids = taken.cpu().numpy().astype(np.int64)
         old_ids = np.arange(len(new_ids), dtype=np.int64)
-        for flat, live in row_tensors(state, table):
+        tensors = row_tensors(state, table)
+        table_rows = int(tensors[0][1].size(0))  # the weight's
+        for flat, live in tensors:
             shape = tuple(live.size())
             if flat.startswith("model."):
                 bound = (1.0 / shape[0]) ** 0.5
@@ -73,7 +75,8 @@ def reset_rows(model: torch.nn.Module, optimizer: Any, rows: dict[str, torch.Ten
                     -bound, bound, generator=generator)
             else:
                 fresh = torch.zeros((len(new_ids), *shape[1:]))
-            if isinstance(live, ShardedTensor):
-                copy_rows(fresh, live, old_ids, new_ids)
+            if isinstance(live, ShardedTensor):  # a row-wise state: in each column shard
+                copy_rows(fresh, live, old_ids, new_ids, rows=table_rows if live.dim() == 1
+                          else None)
             else:  # a data-parallel table: every rank holds all of it
                 live.index_copy_(0, taken.to(live.device), fresh.to(live.dtype).to(live.device))

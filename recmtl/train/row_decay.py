@@ -27,7 +27,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recmtl.config import Config
 from recmtl.train.managed import all_gather_cat
-from recmtl.train.warm_start import TABLE_PREFIX
+from recmtl.train.warm_start import table_param
 
 
 class RowDecay:
@@ -44,7 +44,7 @@ class RowDecay:
                  features: dict[str, str], lr_factor: Callable[[], float]) -> None:
         self.model, self.decay, self.features, self.lr_factor = model, decay, features, lr_factor
         state = model.state_dict()  # views of the live tables: scaled in place
-        self.weights = {t: state[f"{TABLE_PREFIX}{t}.weight"] for t in decay}
+        self.weights = {t: state[table_param(state, t)] for t in decay}
         self.seen = {t: torch.zeros(rows, dtype=torch.float64)
                      for t, (_, mode, _, rows) in decay.items() if mode == "frequency"}
 

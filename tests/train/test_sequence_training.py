@@ -1,6 +1,6 @@
 """Behaviour sequences through training: every architecture trains with DIN (and one with BST)
 through the worker loop, two gloo ranks equal the unsharded restore, the candidate and its
-history read one table, warm start refuses sequence features by name, and (heavy) the
+history read one table, warm start carries the sequence tables, and (heavy) the
 train job ends with a parity-checked bundle."""
 
 from dataclasses import replace
@@ -10,12 +10,13 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from pipelines.jobs.train import train
 from pipelines.synthetic.store import generate
-from recmtl.config import ARCHITECTURES, ConfigError, derive, load_config
+from recmtl.config import ARCHITECTURES, derive, load_config
 from recmtl.data.reader import ParquetBatchReader
 from recmtl.data.schema import FeatureSchema
 from recmtl.export.scorer import BundleScorer
@@ -154,9 +155,29 @@ def test_candidate_and_history_read_the_same_rows(seq_cfg):
     assert torch.isfinite(model(torch.zeros(2, 2), kjt)["ctr"]).all()
 
 
-def test_warm_start_refuses_sequence_features(seq_cfg, tmp_path):
-    with pytest.raises(ConfigError, match="warm start of the tables of sequence features"):
-        warm_start(build_model(seq_cfg), torch.optim.SGD([torch.zeros(1)], lr=0.1), tmp_path)
+def test_warm_start_carries_sequence_tables(seq_cfg, tmp_path):
+    """In one process: the sequence tables of a saved model load into a fresh one, and a grown
+    one keeps its rows (the sharded paths: tests/train/test_warm_start.py)."""
+    saved = build_model(seq_cfg)
+    with torch.no_grad():
+        for p in saved.parameters():
+            p.add_(1.0)
+    dcp.save({"model": saved.state_dict(),
+              "optimizer": torch.optim.SGD(saved.parameters(), lr=0.1).state_dict()},
+             checkpoint_id=str(tmp_path), no_dist=True)
+    grown = derive(seq_cfg, {"features.tables": [
+        replace(t, num_embeddings=12) if t.name == "category" else t
+        for t in seq_cfg.features.tables]})
+    model = build_model(grown)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    report = warm_start(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path)
+    before, after = saved.state_dict(), model.state_dict()
+    item, category = ("sequence_embeddings.embeddings.item.weight",
+                      "sequence_embeddings.embeddings.category.weight")
+    assert torch.equal(after[item], before[item])
+    assert torch.equal(after[category][:10], before[category])
+    assert torch.equal(after[category][10:], initial[category][10:])  # new rows: fresh
+    assert report["tables"]["category"]["carried"] == 10
 
 
 @pytest.mark.heavy
