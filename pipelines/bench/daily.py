@@ -50,10 +50,13 @@ def bench_daily(config: str, overrides: list[str], split: int = 2, first_workers
     days = window(cfg, config_dir)
     work = Path(cfg.daily.work_dir).resolve()
     tasks = [t.name for t in cfg.tasks if t.kind == "binary"]
+    model = cfg.mlflow.registered_model_name or cfg.name
     warm = _warm(config, overrides, work / "warm", len(days), split, first_workers,
                  second_workers)
-    others = {name: _warm(config, [*overrides, *extra], work / name, len(days), len(days),
-                          first_workers, first_workers)
+    # each variant its own registered model: its champion is its own
+    others = {name: _warm(config, [*overrides, *extra,
+                                   f"mlflow.registered_model_name={model}-{name}"],
+                          work / name, len(days), len(days), first_workers, first_workers)
               for name, extra in (variants or {}).items()}
     spec = (config_dir / cfg.daily.spec) if not Path(cfg.daily.spec).is_absolute() \
         else Path(cfg.daily.spec)

@@ -14,7 +14,7 @@ from pipelines.jobs.calibrate import fit_calibration
 from pipelines.jobs.evaluate import evaluate
 from pipelines.jobs.export import export
 from pipelines.jobs.lineage import data_version, remap_dir, resolve_warm_start
-from recmtl.config import Config
+from recmtl.config import Config, derive
 from recmtl.data.preflight import check_feature_store
 from recmtl.export.mlflow_model import log_bundle_model
 from recmtl.train.checkpoint import load_unsharded
@@ -45,6 +45,8 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
     tracking_uri = resolve_tracking_uri(cfg)
     check_reachable(tracking_uri)
     source = resolve_warm_start(warm_start, tracking_uri) if warm_start else None
+    if source:
+        cfg = warm_rates(cfg)
     remaps = remap_dir(cfg.data.root, source) if source else None
     version = data_version(cfg.data.root)
     lineage = {"recmtl.data_version": version or ""}
@@ -124,6 +126,16 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
           f"bundle   {bundle}\n"
           f"trained  {train_s:.0f} s; the rest in {run_dir / 'summary.json'}")
     return summary
+
+
+def warm_rates(cfg: Config) -> Config:
+    """The config a warm-started run trains with: its learning rates scaled by
+    ``train.warm_start`` (``dense_lr_scale``, ``sparse_lr_scale``)."""
+    warm = cfg.train.warm_start
+    if (warm.dense_lr_scale, warm.sparse_lr_scale) == (1.0, 1.0):
+        return cfg
+    return derive(cfg, {"train.dense_lr": cfg.train.dense_lr * warm.dense_lr_scale,
+                        "train.sparse_lr": cfg.train.sparse_lr * warm.sparse_lr_scale})
 
 
 def latest_checkpoint(cfg: Config) -> Path:

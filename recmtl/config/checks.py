@@ -250,6 +250,8 @@ def _check_train(cfg: Config, fail: Fail) -> None:
         fail("loss.weighting: pcgrad needs the plain step (train.pipeline: none)")
     if not 0 <= train.oov_dropout.rate <= 1 or train.oov_dropout.max_count < 1:
         fail("train.oov_dropout: rate in [0, 1] and max_count >= 1")
+    if train.warm_start.dense_lr_scale <= 0 or train.warm_start.sparse_lr_scale <= 0:
+        fail("train.warm_start: dense_lr_scale and sparse_lr_scale must be > 0")
     if train.warm_start.sparse_state_scale < 0:
         fail("train.warm_start.sparse_state_scale: expected >= 0 (0 starts the accumulators "
              "afresh, 1 keeps them)")

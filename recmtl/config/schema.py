@@ -291,10 +291,14 @@ class WarmStartConfig:
     state it carries over (``recmtl/train/warm_state.py``): ``sparse_state_scale`` multiplies
     the embedding tables' accumulators (row-wise Adagrad's sum of squared gradients; 0 starts
     them afresh, 1 keeps them); ``dense_state``: ``keep`` the dense optimizer's moments and step
-    count, or ``reset`` them."""
+    count, or ``reset`` them; ``dense_lr_scale`` / ``sparse_lr_scale``: the learning rates of a
+    warm-started run, as a factor of ``dense_lr`` / ``sparse_lr`` (``pipelines/jobs/train.py``
+    derives them, so the run's params show the rates it trained at)."""
 
     sparse_state_scale: float = 1.0
     dense_state: Literal["keep", "reset"] = "keep"
+    dense_lr_scale: float = 1.0  # a warm-started run trains its dense part at this x dense_lr
+    sparse_lr_scale: float = 1.0  # and its tables at this x sparse_lr
 
 
 @dataclass(frozen=True)
