@@ -21,8 +21,9 @@ CONFIG = "configs/daily/daily.yaml"
 
 @pytest.fixture(scope="module")
 def three_days(tmp_path_factory, ray_local):
-    """Days 0 and 1 in a first invocation; day 2 in a second one, stopped by a killed worker
-    in the middle of the day; a third invocation takes day 2 up; a fourth has nothing to do."""
+    """Days 0 and 1 in a first invocation on one worker; day 2 in a second one on two workers
+    (yesterday's checkpoint resharded), stopped by a killed worker in the middle of the day; a
+    third invocation takes day 2 up; a fourth has nothing to do."""
     root = tmp_path_factory.mktemp("daily")
     overrides = [f"data.root={root / 'data'}", "synthetic.days=4", "synthetic.rows_per_day=8000",
                  "synthetic.num_users=1500", "synthetic.num_items=600", "synthetic.num_categories=20",
@@ -32,7 +33,7 @@ def three_days(tmp_path_factory, ray_local):
                  "export.onnx=false", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
                  "mlflow.system_metrics=false", "train.checkpoint_every_steps=4"]
     generate(load_config(CONFIG, overrides))
-    first = daily(CONFIG, [*overrides, "daily.days=2"])
+    first = daily(CONFIG, [*overrides, "daily.days=2", "train.num_workers=1"])
     with pytest.raises(RuntimeError, match="worker pool: a worker failed while training"):
         daily(CONFIG, [*overrides, "daily.days=3", f"train.kill_worker_at_step={KILL_AT}"])
     stopped = json.loads((root / "work" / "daily.json").read_text())
@@ -129,8 +130,9 @@ def test_a_second_invocation_continues_after_the_last_finished_day(three_days):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs_trained = client.search_runs([client.get_experiment_by_name("recmtl-daily").experiment_id])
     assert len(runs_trained) == 3  # one MLflow run per day, the stopped day's run resumed
-    hashes = {client.get_run(d["run_id"]).data.tags["recmtl.config_hash"] for d in result["days"]}
-    assert len(hashes) == 1  # one config, one hash, whatever the day's data and paths
+    hashes = [client.get_run(d["run_id"]).data.tags["recmtl.config_hash"] for d in result["days"]]
+    assert hashes[0] == hashes[1] != hashes[2]  # one config, one hash, whatever the day's data
+    # and window; train.num_workers changed with the second invocation, and with it the hash
 
 
 def test_a_day_stopped_by_a_killed_worker_is_taken_up_where_it_stopped(three_days):
