@@ -335,6 +335,8 @@ TABLE: list[Entry] = [
     Entry(_exact("recmtl train CONFIG --warm-start RUN"), "help"),
     Entry(_exact("recmtl train CONFIG [--warm-start RUN] [dotted.key=value ...]"), "help"),
     Entry(_exact("recmtl daily CONFIG [dotted.key=value ...]"), "help"),
+    Entry(r"recmtl daily CONFIG( --redo 2026-11-04)?", "help",
+          "named in prose; tests/test_daily.py runs continuation, resume and the ledger"),
     Entry(_exact("recmtl prepare --previous"), "help", "named in prose"),
     Entry(_exact("recmtl prepare SPEC.yaml [--source URI] [--output DIR]"), "help"),
     Entry(_exact("recmtl score --bundle DIR --data PATH [--out FILE] [--backend torch|onnx|aoti] "

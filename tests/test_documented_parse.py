@@ -53,12 +53,27 @@ def _parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespa
         assert argv[:2] == ["python", "-m"], argv
         module, args = argv[2], argv[3:]
     main: Any = importlib.import_module(module).main
-    for name in ("parse_args", "parse_intermixed_args"):
+    inside: list[bool] = []  # the outermost parse is the program's; argparse nests them
+
+    for name in ("parse_args", "parse_intermixed_args", "parse_known_args"):
         original = getattr(argparse.ArgumentParser, name)
 
         def stop(self: argparse.ArgumentParser, *a: Any, _original: Any = original,
-                 **k: Any) -> argparse.Namespace:
-            raise _Parsed(_original(self, *a, **k))
+                 _known: bool = name == "parse_known_args", **k: Any) -> Any:
+            if inside:
+                return _original(self, *a, **k)
+            inside.append(True)
+            try:
+                parsed = _original(self, *a, **k)
+            finally:
+                inside.pop()
+            if _known:  # (namespace, the arguments left over): the program takes key=value
+                namespace, extra = parsed
+                if any(x.startswith("-") or "=" not in x for x in extra):
+                    self.error(f"unrecognized arguments: {' '.join(extra)}")
+                namespace.overrides = [*getattr(namespace, "overrides", []), *extra]
+                raise _Parsed(namespace)
+            raise _Parsed(parsed)
 
         monkeypatch.setattr(argparse.ArgumentParser, name, stop)
     monkeypatch.setattr(sys, "argv", [argv[0], *args])
