@@ -40,7 +40,7 @@ def _run(rank, port, cfg, out):
         loss.backward()
         opt.step()
     before, moments = _sparse_state(opt), _dense_moments(opt)
-    kept = settle(opt, WarmStartConfig())
+    kept = settle(opt, WarmStartConfig(sparse_state_scale=1.0))
     same = _sparse_state(opt)
     done = settle(opt, WarmStartConfig(sparse_state_scale=0.25, dense_state="reset"))
     torch.save({"before": before, "moments": moments, "same": same, "kept": kept, "done": done,
