@@ -152,6 +152,7 @@ def test_subset_of_towers(smoke_cfg, tmp_path):
         assert list(diffs) == ["ctcvr"]
 
 
+@pytest.mark.heavy  # 12 s of AOT compilation; an optional backend (export.aot_inductor)
 def test_aot_inductor_backend(smoke_cfg, tmp_path):
     cfg, model, batch, _ = _export(smoke_cfg, tmp_path, aot_inductor=True, onnx=False)
     assert check_parity(model, BundleScorer(tmp_path, "aoti"), batch, cfg.tasks, atol=1e-5)

@@ -32,6 +32,7 @@ def two_nodes():
             start_local_ray()
 
 
+@pytest.mark.heavy  # 21 s: a second Ray node (the node drill is heavy too)
 @pytest.mark.ray
 def test_two_nodes_train_one_worker_each(smoke_cfg, two_nodes, tmp_path):
     """In CI (the node-loss test below is heavy): spread placement puts the two workers on the

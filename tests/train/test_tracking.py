@@ -54,6 +54,7 @@ def test_unreachable_server_fails_fast_before_any_compute(smoke_cfg, tmp_path):
     assert not (tmp_path / "runs").exists()  # no run directory, no Ray, no training
 
 
+@pytest.mark.heavy  # 16 s: an MLflow server stopped and started again
 def test_metrics_survive_a_server_outage(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

@@ -3,7 +3,6 @@ or reset (Adam's moments), checked against the state read before, on a real shar
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from recmtl.config.schema import WarmStartConfig
@@ -13,7 +12,7 @@ from recmtl.losses import multitask_loss
 from recmtl.models.builder import build_model
 from recmtl.train.sharding import shard_model
 from recmtl.train.warm_state import settle
-from tests.ports import free_port
+from tests.ranks import run_ranks
 
 
 def _sparse_state(optimizer):
@@ -29,8 +28,9 @@ def _dense_moments(optimizer):
             if k in ("exp_avg", "exp_avg_sq", "step")]
 
 
-def _run(rank, port, cfg, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+def _run(rank, world, port, cfg, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
     dmp, opt, _ = shard_model(build_model(cfg, embedding_device="meta"), cfg.train,
                               torch.device("cpu"), tables=cfg.features.tables)
     reader = ParquetBatchReader(f"{cfg.data.root}/train", FeatureSchema.from_config(cfg), 256)
@@ -50,7 +50,7 @@ def _run(rank, port, cfg, out):
 
 def test_accumulators_scaled_and_adam_reset(smoke_cfg, tmp_path):
     out = tmp_path / "state.pt"
-    mp.spawn(_run, args=(free_port(), smoke_cfg, out), nprocs=1)
+    run_ranks(_run, 1, smoke_cfg, out)
     got = torch.load(out)
     assert got["before"] and all(v.abs().sum() > 0 for v in got["before"].values())
     for key, value in got["before"].items():
