@@ -11,6 +11,9 @@
 ``--variant NAME=key=value,key=value`` adds a run of (a) with those overrides (repeatable):
 the warm job under other settings, scored on the same rows.
 
+The bench's own directories under ``daily.work_dir`` (``warm/``, ``scratch/``, one per
+variant) are removed first: every run trains afresh.
+
 Each model is scored on day d + 1's raw rows through its own bundle (the same rows for all),
 on every row and on the new-id rows: those whose id in some vocabulary feature the daily
 job's day d preparation lacks (one set of rows for all three). Prints per day and task the
@@ -24,6 +27,7 @@ as JSON (``--json``, default: the work directory's ``bench-daily.json``).
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,6 +54,8 @@ def bench_daily(config: str, overrides: list[str], split: int = 2, first_workers
     days = window(cfg, config_dir)
     work = Path(cfg.daily.work_dir).resolve()
     tasks = [t.name for t in cfg.tasks if t.kind == "binary"]
+    for old in ("warm", "scratch", *(variants or {})):  # the bench's own runs start afresh
+        shutil.rmtree(work / old, ignore_errors=True)
     model = cfg.mlflow.registered_model_name or cfg.name
     warm = _warm(config, overrides, work / "warm", len(days), split, first_workers,
                  second_workers)

@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from pipelines.feature_store.partitions import RawDay, check_days, find_days, read_rows, select
 from pipelines.jobs.daily_ledger import Ledger
 from pipelines.jobs.lineage import run_dir_of
-from recmtl.config import Config, load_config
+from recmtl.config import Config, derive, load_config
 from recmtl.config.loading import read_yaml_mapping
 from recmtl.config.schema import DailyConfig
 from recmtl.errors import ConfigError, DataError
@@ -101,8 +101,10 @@ def daily(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         raise ConfigError(f"{config_path}: daily.spec (the feature schema) is required")
     job = DailyJob(cfg, config_path, tuple(overrides), _path(cfg.daily.spec, config_dir),
                    Path(cfg.daily.work_dir).resolve(), config_hash(cfg), quiet)
+    # the store the days' runs log to: theirs when the config names none (output_dir: runs/)
+    tracking_uri = resolve_tracking_uri(derive(cfg, {"output_dir": str(job.work / "runs")}))
     ledger = Ledger.open(job.work, {"model": job.model_name, "alias": cfg.daily.alias,
-                                    "tracking_uri": resolve_tracking_uri(cfg),
+                                    "tracking_uri": tracking_uri,
                                     "experiment": cfg.mlflow.experiment})
     if redo:
         ledger.redo(redo)
