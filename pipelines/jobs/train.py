@@ -64,12 +64,12 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
     known.write_text(run_id)
     mlflow.set_tags(lineage | (tags or {}))
     t0 = time.perf_counter()
-    steps: dict[str, float] = {}  # seconds after training: checkpoint load, evaluate, ...
     try:
         stored, fit_metrics = fit(cfg, run_dir, tracking_uri, run_id, quiet=quiet,
                                   warm_start=str(source.checkpoint) if source else None,
                                   remap_dir=str(remaps) if remaps else None, pool=pool)
         train_s = time.perf_counter() - t0
+        laps = Laps()  # after training: checkpoint load, evaluate, export, log
         # With train.storage_path on object storage, a local copy is evaluated and exported.
         checkpoint = local_checkpoint(stored, run_dir)
         (run_dir / "checkpoint").write_text(str(checkpoint))
@@ -78,12 +78,12 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         # calibration (evaluate.calibration) fit once on the valid split for both.
         model = load_unsharded(cfg, checkpoint)
         calibration = fit_calibration(cfg, model)
-        steps["load"] = time.perf_counter() - t0 - train_s
+        laps("load")
         report = evaluate(cfg, checkpoint, run_dir, calibration=calibration, model=model)
-        steps["evaluate"] = time.perf_counter() - t0 - train_s - steps["load"]
+        laps("evaluate")
         exported = export(cfg, checkpoint, run_dir / "export", calibration=calibration,
                           model=model)
-        steps["export"] = time.perf_counter() - t0 - train_s - steps["load"] - steps["evaluate"]
+        laps("export")
         mlflow.log_metrics({f"test/auc_{k}": v["auc"] for k, v in report["tasks"].items()
                             if v["auc"] is not None} | {"train_seconds": train_s})
         if calibration is not None:
@@ -99,7 +99,7 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
         example = ds.dataset(f"{cfg.data.root}/test", format="parquet").head(64)
         model_uri, model_version = log_bundle_model(run_dir / "export", example,
                                                     cfg.mlflow.registered_model_name)
-        steps["log"] = time.perf_counter() - t0 - train_s - sum(steps.values())
+        laps("log")
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
@@ -111,7 +111,7 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
                "export": str(run_dir / "export"), "model_uri": model_uri,
                "model_version": model_version,
                "train_seconds": round(train_s, 1), "epoch_seconds": epoch_seconds(run_dir),
-               "after_train_seconds": {k: round(v, 2) for k, v in steps.items()},
+               "after_train_seconds": {k: round(v, 2) for k, v in laps.seconds.items()},
                "data_version": version,
                # the Ray node of each rank in the last epoch (after a lost node: fewer ranks)
                "worker_nodes": fit_metrics.get("worker_nodes"),
@@ -126,6 +126,18 @@ def train(cfg: Config, quiet: bool = True, warm_start: str | None = None,
           f"bundle   {bundle}\n"
           f"trained  {train_s:.0f} s; the rest in {run_dir / 'summary.json'}")
     return summary
+
+
+class Laps:
+    """Seconds of consecutive steps: ``laps("evaluate")`` ends the step begun at the last lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self.last = now - self.last, now
 
 
 def warm_rates(cfg: Config) -> Config:

@@ -11,12 +11,11 @@ from typing import Any
 from recmtl.config import Config, derive
 from recmtl.logs import quiet_ray_runtime_env
 from recmtl.storage import checkpoint_uri, download_dir, is_uri
-from recmtl.train.checkpoint import PROGRESS, load_progress
 from recmtl.train.entry import train_worker
 from recmtl.train.job import Tracking, WorkerJob
 from recmtl.train.pool import WorkerPool
 from recmtl.train.progress import ProgressView
-from recmtl.train.sinks import METRICS
+from recmtl.train.sinks import METRICS, newest_checkpoint
 
 
 def absolute_data_root(cfg: Config) -> Config:
@@ -147,10 +146,9 @@ def fit_on_pool(pool: WorkerPool, cfg: Config, run_dir: Path, tracking_uri: str 
                     checkpoint_root=str(root), warm_start=warm_start, remap_dir=remap_dir)
     with ProgressView(run_dir):
         pool.run(job)
-    found = [p for p in root.glob("epoch-*") if (p / PROGRESS).exists()]
-    if not found:
+    newest = newest_checkpoint(root)
+    if newest is None:
         raise RuntimeError(f"training finished without a checkpoint in {root}")
-    newest = max(found, key=lambda p: load_progress(p)["global_step"])
     return str(newest), json.loads((newest / METRICS).read_text())
 
 

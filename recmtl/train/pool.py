@@ -74,10 +74,6 @@ class WorkerPool:
         host, port = ray.get(self.workers[0].address.remote())
         self._wait([w.join.remote(host, port) for w in self.workers], "joining the group")
 
-    def fits(self, train: TrainConfig) -> bool:
-        """Whether a job with these ``train`` settings runs on this pool as it is."""
-        return (train.num_workers, train.device) == (self.num_workers, self.device)
-
     def run(self, job: WorkerJob) -> None:
         """Runs ``job`` on every rank (``job.checkpoint_root`` must be set); returns when all
         are done. The first worker to fail ends the others and its error is raised: a

@@ -54,10 +54,9 @@ class DirectorySink:
         self.replicated = replicated or {}
 
     def restore(self, model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
-        found = [p for p in self.root.glob("epoch-*") if (p / PROGRESS).exists()]
-        if not found:
+        path = newest_checkpoint(self.root)
+        if path is None:
             return dict(START)
-        path = max(found, key=lambda p: load_progress(p)["global_step"])
         load_sharded(path, model, optimizer)
         load_replicated(path, self.replicated)
         return load_progress(path)
@@ -74,6 +73,13 @@ class DirectorySink:
 
     def wait_until_saved(self) -> None:
         pass  # written synchronously
+
+
+def newest_checkpoint(root: str | Path) -> Path | None:
+    """The checkpoint under ``root`` (a ``DirectorySink``'s) furthest into training: the one
+    whose progress has the highest global step; None when there is none."""
+    found = [p for p in Path(root).glob("epoch-*") if (p / PROGRESS).exists()]
+    return max(found, key=lambda p: load_progress(p)["global_step"]) if found else None
 
 
 class RaySink:
